@@ -1,0 +1,94 @@
+// The ackd stage loop: wait on its bell, XACK what rollup committed, publish the tail.
+#include "ackd.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include "futex.hpp"
+
+namespace p35 {
+
+Ackd::Ackd(const Config& cfg, Segment& seg)
+    : cfg_(cfg), seg_(seg), stage_(seg, shm::StageId::Ackd),
+      conn_(RedisOptions::from_config(cfg, "p35-ackd:" + cfg.consumer)),
+      outage_("ackd", &stage_.block()), backoff_(cfg.reconnect_max_ms) {}
+
+uint64_t Ackd::ack_committed() {
+  auto& ac = seg_.ackd();
+  const uint64_t cap = seg_.caps().id_log_cap;
+  const StreamId committed = read_id(seg_.rollup().committed);
+  const uint64_t head = seg_.ingest().id_log_head.load(std::memory_order_acquire);
+  uint64_t tail = ac.id_log_tail.load(std::memory_order_relaxed);
+  uint64_t total = 0;
+  while (tail < head) {
+    args_.clear();
+    args_.add("XACK").add(cfg_.stream).add(cfg_.group);
+    uint64_t end = tail;
+    StreamId last;
+    // IDs are acked in log order and only up to the first one not yet committed: the log's tail
+    // must never pass an ID that still needs its commit.
+    while (end < head && end - tail < static_cast<uint64_t>(cfg_.ack_batch)) {
+      const auto& e = seg_.id_log()[end % cap];
+      const StreamId id{e.ms.load(std::memory_order_relaxed), e.seq.load(std::memory_order_relaxed)};
+      if (id > committed) break;
+      args_.add(id.str());
+      if (id > last) last = id;
+      ++end;
+    }
+    if (end == tail) break;
+    conn_.command(args_);
+    total += end - tail;
+    tail = end;
+    ac.id_log_tail.store(tail, std::memory_order_release);  // ingest may reuse these entries
+    if (last > read_id(ac.acked)) publish_id(ac.acked, last);
+    bell_ring(seg_.ingest().ingest_bell);
+  }
+  stage_.block().acked.fetch_add(total, std::memory_order_relaxed);
+  return total;
+}
+
+int Ackd::run() {
+  bool ready_sent = false;
+  while (true) {
+    if (!stage_.heartbeat()) {
+      spdlog::error("Segment {} was removed or replaced under us; exiting", shm_path(seg_.name()));
+      return EXIT_FAILURE;
+    }
+    if (!conn_.connected()) {
+      if (!connect_with_retry(conn_, outage_, cfg_.reconnect_max_ms, &stage_)) break;
+      if (!ready_sent) {
+        notify_ready();
+        ready_sent = true;
+      }
+      stage_.set_state(shm::StageState::Running);
+    }
+    auto& bell = seg_.ingest().ackd_bell;
+    const uint32_t seen = bell.load(std::memory_order_acquire);
+    try {
+      ack_committed();
+      outage_.succeeded();
+      backoff_.reset();
+    } catch (const RedisError& e) {
+      if (e.kind() == RedisErrorKind::Auth) throw;
+      outage_.failed("ack on " + cfg_.stream, e);
+      if (e.connection_lost()) conn_.disconnect();
+      sleep_unless_stopped(backoff_.next_delay_ms());
+      continue;
+    }
+    if (stop_requested()) break;
+    bell_wait(bell, seen, 1000);
+  }
+  // SIGTERM: ack everything committed before leaving (rollup stops after ingest, ackd last).
+  stage_.set_state(shm::StageState::Draining);
+  notify_stopping();
+  if (conn_.connected()) {
+    try {
+      ack_committed();
+    } catch (const std::exception& e) {
+      spdlog::warn("Failed to ack the last committed IDs: {}", e.what());
+    }
+  }
+  spdlog::info("Stopped: acked up to {}", read_id(seg_.ackd().acked).str());
+  return EXIT_SUCCESS;
+}
+
+}  // namespace p35

@@ -1,0 +1,170 @@
+// Stop signals, sd_notify, stage heartbeats and once-per-outage logging for the stage loops.
+#include "daemon.hpp"
+
+#include "config.hpp"
+#include "log.hpp"
+
+#include <signal.h>
+#include <systemd/sd-daemon.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <spdlog/spdlog.h>
+#include <thread>
+
+namespace p35 {
+
+namespace {
+std::atomic<bool> g_stop{false};
+static_assert(std::atomic<bool>::is_always_lock_free);
+
+extern "C" void on_stop_signal(int) { g_stop.store(true, std::memory_order_relaxed); }
+}  // namespace
+
+int64_t now_unix_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+int64_t now_mono_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+void install_stop_signals() {
+  struct sigaction sa {};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = 0;  // no SA_RESTART: a blocking futex wait returns EINTR and sees the flag
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+  signal(SIGPIPE, SIG_IGN);
+}
+
+bool stop_requested() { return g_stop.load(std::memory_order_relaxed); }
+void request_stop() { g_stop.store(true, std::memory_order_relaxed); }
+
+void notify_ready() { sd_notify(0, "READY=1"); }
+void notify_stopping() { sd_notify(0, "STOPPING=1"); }
+void notify_status(const std::string& text) { sd_notify(0, ("STATUS=" + text).c_str()); }
+void notify_watchdog() {
+  uint64_t usec = 0;
+  if (sd_watchdog_enabled(0, &usec) > 0) sd_notify(0, "WATCHDOG=1");
+}
+
+StageHandle::StageHandle(Segment& seg, shm::StageId id) : seg_(seg), block_(seg.stage(id)) {
+  block_.pid.store(static_cast<uint64_t>(getpid()), std::memory_order_relaxed);
+  block_.start_unix_ms.store(now_unix_ms(), std::memory_order_relaxed);
+  block_.starts.fetch_add(1, std::memory_order_relaxed);
+  block_.outage_since_unix_ms.store(0, std::memory_order_relaxed);
+  set_state(shm::StageState::Starting);
+  heartbeat();
+}
+
+StageHandle::~StageHandle() { set_state(shm::StageState::Stopped); }
+
+void StageHandle::set_state(shm::StageState s) {
+  block_.state.store(static_cast<uint32_t>(s), std::memory_order_relaxed);
+}
+
+bool StageHandle::heartbeat() {
+  const int64_t now = now_unix_ms();
+  if (now - last_beat_ms_ >= 100) {
+    block_.heartbeat_unix_ms.store(now, std::memory_order_relaxed);
+    notify_watchdog();
+    last_beat_ms_ = now;
+  }
+  if (now - last_link_check_ms_ >= 1000) {
+    last_link_check_ms_ = now;
+    if (!seg_.still_linked()) return false;
+  }
+  return true;
+}
+
+void OutageTracker::failed(std::string_view doing, const std::exception& e) {
+  if (block_ != nullptr) block_->redis_errors.fetch_add(1, std::memory_order_relaxed);
+  if (since_ms_ != 0) {
+    spdlog::debug("Still failing to {} ({}): {}", doing, what_, e.what());
+    return;
+  }
+  since_ms_ = now_unix_ms();
+  spdlog::warn("Failed to {} ({}): {}; retrying with backoff, counts are kept", doing, what_,
+               e.what());
+  if (block_ != nullptr) {
+    block_->outages.fetch_add(1, std::memory_order_relaxed);
+    block_->outage_since_unix_ms.store(since_ms_, std::memory_order_relaxed);
+  }
+}
+
+void OutageTracker::succeeded() {
+  if (since_ms_ == 0) return;
+  spdlog::info("Redis answers again ({}) after an outage of {} ms", what_,
+               now_unix_ms() - since_ms_);
+  since_ms_ = 0;
+  if (block_ != nullptr) block_->outage_since_unix_ms.store(0, std::memory_order_relaxed);
+}
+
+void sleep_unless_stopped(int ms) {
+  const int64_t until = now_mono_ms() + ms;
+  while (!stop_requested()) {
+    const int64_t left = until - now_mono_ms();
+    if (left <= 0) return;
+    std::this_thread::sleep_for(std::chrono::milliseconds(std::min<int64_t>(left, 50)));
+  }
+}
+
+bool connect_with_retry(Connection& conn, OutageTracker& outage, int max_backoff_ms,
+                        StageHandle* stage) {
+  Backoff backoff(max_backoff_ms);
+  while (!stop_requested()) {
+    try {
+      conn.connect();
+      outage.succeeded();
+      return true;
+    } catch (const RedisError& e) {
+      if (e.kind() == RedisErrorKind::Auth) throw;
+      outage.failed("connect to " + conn.options().endpoint(), e);
+    }
+    if (stage != nullptr) {
+      stage->set_state(shm::StageState::WaitingRedis);
+      stage->heartbeat();
+    }
+    sleep_unless_stopped(backoff.next_delay_ms());
+  }
+  return false;
+}
+
+int run_main(int argc, char** argv, const ProgramInfo& info, int (*body)(const Config&)) {
+  install_stop_signals();
+  Config cfg;
+  try {
+    auto parsed = parse_config(argc, argv, info, process_environment());
+    if (parsed.exit_now) {
+      std::fputs(parsed.out_text.c_str(), stdout);
+      return EXIT_SUCCESS;
+    }
+    cfg = std::move(parsed.config);
+    setup_logging(info.name, cfg.log_level);
+  } catch (const ConfigError& e) {
+    std::fprintf(stderr, "%.*s: %s\n", static_cast<int>(info.name.size()), info.name.data(),
+                 e.what());
+    return 2;
+  }
+  try {
+    return body(cfg);
+  } catch (const ShmError& e) {
+    spdlog::critical("Failed to use the shared-memory segment: {}", e.what());
+  } catch (const RedisError& e) {
+    spdlog::critical("Failed to talk to Redis: {}", e.what());
+  } catch (const std::exception& e) {
+    spdlog::critical("Stopping on an unexpected error: {}", e.what());
+  }
+  return EXIT_FAILURE;
+}
+
+}  // namespace p35

@@ -1,0 +1,83 @@
+// What every stage's main loop shares: stop signals, systemd notification, the stage block
+// heartbeat, and Redis outage tracking that logs once per outage.
+#pragma once
+
+#include <atomic>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "redis.hpp"
+#include "shm.hpp"
+
+namespace p35 {
+
+int64_t now_unix_ms();
+int64_t now_mono_ms();
+
+// SIGTERM/SIGINT set a flag (the handler does nothing else); SIGPIPE is ignored.
+void install_stop_signals();
+bool stop_requested();
+void request_stop();  // for tests and fatal paths
+
+// sd_notify wrappers; harmless no-ops when not run by systemd.
+void notify_ready();
+void notify_stopping();
+void notify_status(const std::string& text);
+void notify_watchdog();  // only sends when systemd asked for a watchdog
+
+// This process's stage block: pid, start, heartbeat, state. Also checks, on each heartbeat, that
+// the segment file is still the one mapped (a deleted or replaced segment must not be used alone).
+class StageHandle {
+ public:
+  StageHandle(Segment& seg, shm::StageId id);
+  ~StageHandle();
+  shm::StageBlock& block() { return block_; }
+  void set_state(shm::StageState s);
+  // Heartbeat at most every 100 ms; returns false if the segment was unlinked or replaced.
+  bool heartbeat();
+
+ private:
+  Segment& seg_;
+  shm::StageBlock& block_;
+  int64_t last_beat_ms_ = 0;
+  int64_t last_link_check_ms_ = 0;
+};
+
+// Tracks one Redis outage at a time so that it is logged once when it starts and once when it
+// ends (with its length), not once per retry; mirrors it into the stage block for status.
+class OutageTracker {
+ public:
+  OutageTracker(std::string what, shm::StageBlock* block) : what_(std::move(what)), block_(block) {}
+  void failed(std::string_view doing, const std::exception& e);
+  void succeeded();
+  bool in_outage() const { return since_ms_ != 0; }
+
+ private:
+  std::string what_;
+  shm::StageBlock* block_;
+  int64_t since_ms_ = 0;
+};
+
+// Connect (with AUTH/SELECT) until it works or stop is requested; sleeps with capped backoff
+// between attempts. Returns false if stop was requested first. An Auth error is rethrown: a wrong
+// password does not fix itself.
+bool connect_with_retry(Connection& conn, OutageTracker& outage, int max_backoff_ms,
+                        StageHandle* stage = nullptr);
+
+// Sleep up to ms, waking early when stop is requested.
+void sleep_unless_stopped(int ms);
+
+}  // namespace p35
+
+namespace p35 {
+
+struct Config;
+struct ProgramInfo;
+
+// The shape of every program's main(): parse options (printing --help/--version), set up logging,
+// run `body`, and turn configuration, segment and other errors into one clear line and an exit
+// code (0 success, 1 runtime failure, 2 bad configuration).
+int run_main(int argc, char** argv, const ProgramInfo& info, int (*body)(const Config&));
+
+}  // namespace p35

@@ -1,0 +1,42 @@
+// The Redis key names of DESIGN §3, all under the configured prefix (default "quantum:p35:").
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <string_view>
+
+#include "rules.hpp"
+
+namespace p35::keys {
+
+inline std::string bucket(std::string_view prefix, int64_t minute) {
+  return std::string(prefix) + "bucket:" + minute_key(minute);
+}
+// Per-minute unknown-decision members (DESIGN §7), written in the same commit as the buckets.
+inline std::string unknown_minute(std::string_view prefix, int64_t minute) {
+  return std::string(prefix) + "unknown:" + minute_key(minute);
+}
+inline std::string marker(std::string_view prefix, std::string_view consumer) {
+  return std::string(prefix) + "commit:" + std::string(consumer);
+}
+inline std::string status(std::string_view prefix) { return std::string(prefix) + "status"; }
+inline std::string decision_counts(std::string_view prefix, std::string_view window) {
+  return std::string(prefix) + "decision:counts:" + std::string(window);
+}
+inline std::string reason_top(std::string_view prefix, std::string_view window) {
+  return std::string(prefix) + "reason:top:" + std::string(window);
+}
+inline std::string unknown_top_5m(std::string_view prefix) {
+  return std::string(prefix) + "unknown_decision:top:5m";
+}
+
+struct Window {
+  const char* name;
+  int minutes;
+};
+inline constexpr std::array<Window, 4> kWindows{{{"1m", 1}, {"5m", 5}, {"15m", 15}, {"1h", 60}}};
+inline constexpr size_t kTopReasons = 50;
+inline constexpr std::string_view kOverflow = "__overflow__";
+
+}  // namespace p35::keys

@@ -1,0 +1,177 @@
+// A synchronous Redis connection on hiredis: TCP or unix socket, AUTH, SELECT, timeouts, typed
+// errors mapped in one place, RAII for contexts and replies, pipelining, capped backoff.
+#pragma once
+
+#include <cstdint>
+#include <initializer_list>
+#include <memory>
+#include <span>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+struct redisContext;
+struct redisReply;
+
+namespace p35 {
+
+struct Config;
+
+enum class RedisErrorKind {
+  Io,        // connect refused, reset, broken pipe
+  Timeout,   // connect or command timeout
+  Closed,    // the server closed the connection
+  Protocol,  // unparsable reply
+  Auth,      // AUTH refused (wrong password, unknown user, NOAUTH)
+  Reply,     // the server answered an error reply (message holds it: "NOSCRIPT ...", "OOM ...")
+};
+
+// what(): "<what we were doing>: <what hiredis or Redis said>". Never contains the password.
+class RedisError : public std::runtime_error {
+ public:
+  RedisError(RedisErrorKind kind, const std::string& message, std::string server_message = {})
+      : std::runtime_error(message), kind_(kind), server_message_(std::move(server_message)) {}
+  RedisErrorKind kind() const { return kind_; }
+  // For Reply/Auth: the server's error text as it came ("NOSCRIPT No matching script...").
+  const std::string& server_message() const { return server_message_; }
+  // The connection is unusable after this error and must be reconnected.
+  bool connection_lost() const { return kind_ != RedisErrorKind::Reply; }
+
+ private:
+  RedisErrorKind kind_;
+  std::string server_message_;
+};
+
+struct RedisOptions {
+  std::string host = "127.0.0.1";
+  int port = 6379;
+  std::string unix_socket;  // wins over host/port when non-empty
+  std::string username;     // AUTH <username> <password> when set, else AUTH <password>
+  std::string password;     // never logged
+  int db = 0;
+  int connect_timeout_ms = 2000;
+  int command_timeout_ms = 10000;
+  std::string client_name;  // CLIENT SETNAME when non-empty
+
+  static RedisOptions from_config(const Config& cfg, std::string client_name);
+  // "unix:/path" or "host:port", plus " db=N" when db != 0; for logs and error messages.
+  std::string endpoint() const;
+};
+
+// Owns one redisReply tree (RAII). Views into it stay valid while the Reply lives.
+class Reply {
+ public:
+  Reply() = default;
+  explicit Reply(redisReply* r) : r_(r) {}
+  Reply(Reply&&) noexcept = default;
+  Reply& operator=(Reply&&) noexcept = default;
+
+  const redisReply* get() const { return r_.get(); }
+  bool is_nil() const;
+  bool is_error() const;
+  bool is_array() const;
+  bool is_string() const;  // bulk or status string
+  bool is_integer() const;
+  std::string_view str() const;  // bulk, status or error text; empty for other types
+  // An integer reply, or a string reply holding a decimal integer; else throws RedisError
+  // (Protocol kind, the connection itself is fine).
+  long long integer() const;
+  size_t size() const;                        // array length; 0 for other types
+  const redisReply* element(size_t i) const;  // nullptr when out of range or not an array
+
+ private:
+  struct Free {
+    void operator()(redisReply* r) const;
+  };
+  std::unique_ptr<redisReply, Free> r_;
+};
+
+// Helpers to read elements of a reply tree without copying. A nullptr counts as nil / empty.
+bool reply_is_nil(const redisReply* r);
+std::string_view reply_str(const redisReply* r);
+
+// Arguments of one command in one buffer, so a command of many thousand args costs two allocations.
+class CommandArgs {
+ public:
+  CommandArgs() = default;
+  CommandArgs(std::initializer_list<std::string_view> args);
+  CommandArgs& add(std::string_view arg);
+  CommandArgs& add(long long value);
+  void clear();
+  size_t size() const { return offsets_.size(); }
+  std::string_view at(size_t i) const;
+  // Pointers for redisCommandArgv / redisAppendCommandArgv, valid until the next add().
+  void argv(std::vector<const char*>& ptrs, std::vector<size_t>& lens) const;
+
+ private:
+  std::string buffer_;
+  std::vector<std::pair<size_t, size_t>> offsets_;  // (offset, length) into buffer_
+};
+
+class Connection {
+ public:
+  explicit Connection(RedisOptions options);
+  ~Connection();
+  Connection(const Connection&) = delete;
+  Connection& operator=(const Connection&) = delete;
+  Connection(Connection&&) noexcept;
+  Connection& operator=(Connection&&) noexcept;
+
+  // Connects, AUTHs, SELECTs, sets the client name. Throws RedisError (Auth for a refused AUTH or
+  // a NOAUTH answer during the handshake); after any throw connected() is false. The first call
+  // in a process also ignores SIGPIPE if it was at its default: hiredis writes with write(2), and
+  // a server that went away must be a typed error, not the death of the daemon.
+  void connect();
+  void disconnect();
+  bool connected() const { return ctx_ != nullptr; }
+  const RedisOptions& options() const { return options_; }
+
+  // One command, one round trip. Throws RedisError: Reply kind for a top-level error reply (the
+  // connection stays usable), any other kind after disconnecting. Not connected: throws Closed.
+  // NOAUTH, NOPERM and WRONGPASS error replies throw Auth (and disconnect: a reconnect AUTHs
+  // again).
+  Reply command(const CommandArgs& args);
+  Reply command(std::initializer_list<std::string_view> args);
+
+  // Pipelining: append several commands, then read their replies in order. A top-level error
+  // reply is returned (not thrown) by read_reply so that callers can match it to its command.
+  void append(const CommandArgs& args);
+  void append(std::initializer_list<std::string_view> args);
+  Reply read_reply();
+
+  // Change the socket read timeout (e.g. longer than a blocking XREADGROUP).
+  void set_command_timeout_ms(int timeout_ms);
+
+ private:
+  struct FreeContext {
+    void operator()(redisContext* c) const;
+  };
+  void handshake();
+  Reply handshake_command(const CommandArgs& args, std::string_view doing);
+  void set_socket_timeout_ms(int timeout_ms);
+  // The one place where a hiredis context error becomes a RedisError; disconnects first.
+  [[noreturn]] void fail(std::string_view doing, int saved_errno);
+  RedisOptions options_;
+  std::unique_ptr<redisContext, FreeContext> ctx_;
+  std::vector<const char*> argv_;
+  std::vector<size_t> argvlen_;
+};
+
+// Capped exponential backoff with jitter: 50 ms, 100 ms, ... up to max_ms, each delay ±20 % (never
+// above max_ms), so that three stages reconnecting after one Redis restart do not move in step.
+class Backoff {
+ public:
+  explicit Backoff(int max_ms, int initial_ms = 50) : max_ms_(max_ms), initial_ms_(initial_ms) {}
+  int next_delay_ms();
+  void reset() { attempt_ = 0; }
+  int attempts() const { return attempt_; }
+
+ private:
+  int max_ms_;
+  int initial_ms_;
+  int attempt_ = 0;
+};
+
+}  // namespace p35

@@ -1,0 +1,368 @@
+// Creation (race-free, by link), validation and mapping of the shared-memory segment.
+#include "shm.hpp"
+
+#include <fcntl.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <bit>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <fmt/format.h>
+
+#include "config.hpp"
+
+namespace p35 {
+
+namespace {
+
+constexpr uint32_t kJournalCap = 1U << 16;  // a batch that needs more is applied in parts
+constexpr uint64_t kSectionAlign = 4096;
+
+uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+
+uint32_t pow2(int v) { return std::bit_ceil(static_cast<uint32_t>(v)); }
+
+std::string errno_text() { return std::strerror(errno); }
+
+int64_t now_unix_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string removal_hint(std::string_view name) {
+  return fmt::format(
+      "stop every P3.5 stage of this consumer, then remove it with `rm {}` and start them again "
+      "(counts not yet committed are re-read from the pending list; nothing is lost)",
+      shm_path(name));
+}
+
+// Fill a fresh, zeroed segment: header fields, empty slot minutes, then the magic with release.
+void initialise(uint8_t* base, const SegmentSpec& spec, const shm::SectionOffsets& off) {
+  auto& h = *reinterpret_cast<shm::SegmentHeader*>(base);
+  h.layout_version = shm::kLayoutVersion;
+  h.header_size = sizeof(shm::SegmentHeader);
+  h.segment_size = off.end;
+  h.fingerprint = spec.fingerprint();
+  h.created_unix_ms = now_unix_ms();
+  h.creator_pid = static_cast<uint32_t>(getpid());
+  h.symbol_breakdown = spec.symbol_breakdown ? 1 : 0;
+  h.caps = spec.caps;
+  h.off = off;
+  const auto text = spec.fingerprint_text();
+  std::snprintf(h.fingerprint_text, sizeof h.fingerprint_text, "%s", text.c_str());
+  const uint32_t slots = spec.caps.ring_slots + spec.caps.late_slots;
+  for (uint32_t side = 0; side < 3; ++side) {  // live slots, then both shadow sides
+    for (uint32_t i = 0; i < slots; ++i) {
+      const uint64_t section = side == 0 ? off.slots : off.shadows + (side - 1) * slots * off.slot_bytes;
+      auto* s = reinterpret_cast<shm::SlotHeader*>(base + section + i * off.slot_bytes);
+      s->minute.store(shm::kEmptyMinute, std::memory_order_relaxed);
+    }
+  }
+  // Publishes everything above to whoever maps the file after it is linked into place.
+  h.magic.store(shm::kMagic, std::memory_order_release);
+}
+
+uint8_t* map_fd(int fd, size_t size, bool writable) {
+  const int prot = writable ? PROT_READ | PROT_WRITE : PROT_READ;
+  void* p = mmap(nullptr, size, prot, MAP_SHARED, fd, 0);
+  return p == MAP_FAILED ? nullptr : static_cast<uint8_t*>(p);
+}
+
+// Create and initialise "<name>.init.<pid>", then link it to "<name>". Returns false if another
+// process linked its segment first.
+bool try_create(const SegmentSpec& spec, const shm::SectionOffsets& off) {
+  const std::string final_path = shm_path(spec.name);
+  const std::string tmp_path = fmt::format("{}.init.{}", final_path, getpid());
+  int fd = ::open(tmp_path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  if (fd < 0) throw ShmError(fmt::format("Failed to create {}: {}", tmp_path, errno_text()));
+  const auto cleanup = [&] { ::close(fd); ::unlink(tmp_path.c_str()); };
+  if (::fchmod(fd, 0600) != 0 || ::ftruncate(fd, static_cast<off_t>(off.end)) != 0) {
+    const auto why = errno_text();
+    cleanup();
+    throw ShmError(fmt::format("Failed to size {} to {} bytes: {}", tmp_path, off.end, why));
+  }
+  uint8_t* base = map_fd(fd, off.end, true);
+  if (base == nullptr) {
+    const auto why = errno_text();
+    cleanup();
+    throw ShmError(fmt::format("Failed to map {}: {}", tmp_path, why));
+  }
+  initialise(base, spec, off);
+  ::munmap(base, off.end);
+  const int rc = ::link(tmp_path.c_str(), final_path.c_str());
+  const int link_errno = errno;
+  cleanup();
+  if (rc == 0) return true;
+  if (link_errno == EEXIST) return false;
+  throw ShmError(fmt::format("Failed to link {} to {}: {}", tmp_path, final_path,
+                             std::strerror(link_errno)));
+}
+
+void check_caps(const shm::Capacities& have, const shm::Capacities& want, std::string_view name) {
+  const auto diff = [&](const char* what, uint32_t a, uint32_t b) {
+    if (a != b)
+      throw ShmError(fmt::format("Segment {} was created with {}={} but the configuration asks "
+                                 "for {}; {}", shm_path(name), what, a, b, removal_hint(name)));
+  };
+  diff("ring_slots", have.ring_slots, want.ring_slots);
+  diff("late_slots", have.late_slots, want.late_slots);
+  diff("reasons_per_minute", have.reason_cap, want.reason_cap);
+  diff("symbol_reasons_per_minute", have.symbol_reason_cap, want.symbol_reason_cap);
+  diff("unknown_per_minute", have.unknown_cap, want.unknown_cap);
+  diff("strings", have.string_cap, want.string_cap);
+  diff("id_log", have.id_log_cap, want.id_log_cap);
+}
+
+// Magic, version and size of a mapped header; shared by read-write and read-only opens.
+void check_header(const shm::SegmentHeader& h, size_t file_size, std::string_view name) {
+  if (h.magic.load(std::memory_order_acquire) != shm::kMagic)
+    throw ShmError(fmt::format("{} is not a P3.5 segment (bad magic); {}", shm_path(name),
+                               removal_hint(name)));
+  if (h.layout_version != shm::kLayoutVersion)
+    throw ShmError(fmt::format("Segment {} has layout version {}, this build uses version {}; {}",
+                               shm_path(name), h.layout_version, shm::kLayoutVersion,
+                               removal_hint(name)));
+  if (h.segment_size != file_size)
+    throw ShmError(fmt::format("Segment {} says it is {} bytes but the file is {} bytes; {}",
+                               shm_path(name), h.segment_size, file_size, removal_hint(name)));
+}
+
+}  // namespace
+
+std::string shm_path(std::string_view name) { return fmt::format("/dev/shm/{}", name); }
+
+SegmentSpec SegmentSpec::from_config(const Config& cfg) {
+  SegmentSpec s;
+  s.name = cfg.shm_name;
+  s.stream = cfg.stream;
+  s.group = cfg.group;
+  s.consumer = cfg.consumer;
+  s.key_prefix = cfg.key_prefix;
+  s.symbol_breakdown = cfg.symbol_breakdown;
+  s.caps.ring_slots = static_cast<uint32_t>(cfg.ring_slots);
+  s.caps.late_slots = static_cast<uint32_t>(cfg.late_slots);
+  s.caps.reason_cap = pow2(cfg.reasons_per_minute);
+  s.caps.symbol_reason_cap = pow2(cfg.symbol_reasons_per_minute);
+  s.caps.unknown_cap = pow2(cfg.unknown_per_minute);
+  s.caps.string_cap = static_cast<uint32_t>(cfg.strings);
+  s.caps.id_log_cap = static_cast<uint32_t>(cfg.id_log);
+  s.caps.journal_cap = kJournalCap;
+  return s;
+}
+
+std::string SegmentSpec::fingerprint_text() const {
+  return fmt::format("stream={} group={} consumer={} prefix={}", stream, group, consumer,
+                     key_prefix);
+}
+
+uint64_t SegmentSpec::fingerprint() const {
+  uint64_t h = 1469598103934665603ULL;  // FNV-1a 64
+  for (unsigned char c : fingerprint_text()) {
+    h ^= c;
+    h *= 1099511628211ULL;
+  }
+  return h;
+}
+
+shm::SectionOffsets compute_layout(const shm::Capacities& c) {
+  using namespace shm;
+  SectionOffsets o{};
+  const uint64_t slots = uint64_t{c.ring_slots} + c.late_slots;
+  o.slot_bytes = sizeof(SlotHeader) +
+                 sizeof(TableEntry) * (uint64_t{c.reason_cap} + c.symbol_reason_cap + c.unknown_cap);
+  uint64_t at = sizeof(SegmentHeader);
+  const auto section = [&](uint64_t& field, uint64_t bytes) {
+    field = at;
+    at = align_up(at + bytes, kSectionAlign);
+  };
+  section(o.stages, sizeof(StageBlock) * kStageCount);
+  section(o.ingest, sizeof(IngestControl));
+  section(o.rollup, sizeof(RollupControl));
+  section(o.ackd, sizeof(AckdControl));
+  section(o.journal, sizeof(JournalEntry) * c.journal_cap);
+  section(o.id_log, sizeof(IdLogEntry) * c.id_log_cap);
+  section(o.strings, sizeof(StringEntry) * c.string_cap);
+  section(o.slots, o.slot_bytes * slots);
+  section(o.shadows, o.slot_bytes * slots * 2);
+  section(o.slot_meta, sizeof(SlotMeta) * slots);
+  section(o.pending_slots, sizeof(PendingSlot) * slots);
+  o.end = at;
+  return o;
+}
+
+Segment::Segment(std::string name, int fd, uint8_t* base, size_t size, bool writable)
+    : name_(std::move(name)), fd_(fd), base_(base), size_(size), writable_(writable) {
+  struct stat st {};
+  if (::fstat(fd_, &st) == 0) {
+    inode_ = st.st_ino;
+    device_ = st.st_dev;
+  }
+}
+
+Segment::Segment(Segment&& o) noexcept
+    : name_(std::move(o.name_)), fd_(o.fd_), base_(o.base_), size_(o.size_),
+      writable_(o.writable_), inode_(o.inode_), device_(o.device_) {
+  o.fd_ = -1;
+  o.base_ = nullptr;
+}
+
+Segment& Segment::operator=(Segment&& o) noexcept {
+  if (this != &o) {
+    this->~Segment();
+    new (this) Segment(std::move(o));
+  }
+  return *this;
+}
+
+Segment::~Segment() {
+  if (base_ != nullptr) ::munmap(base_, size_);
+  if (fd_ >= 0) ::close(fd_);
+}
+
+Segment Segment::open_or_create(const SegmentSpec& spec, bool* created) {
+  const auto off = compute_layout(spec.caps);
+  const std::string path = shm_path(spec.name);
+  bool made = false;
+  int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0 && errno == ENOENT) {
+    made = try_create(spec, off);
+    fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  }
+  if (fd < 0) throw ShmError(fmt::format("Failed to open {}: {}", path, errno_text()));
+  if (created != nullptr) *created = made;
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || st.st_size < static_cast<off_t>(sizeof(shm::SegmentHeader))) {
+    ::close(fd);
+    throw ShmError(fmt::format("Segment {} is too small to be a P3.5 segment; {}", path,
+                               removal_hint(spec.name)));
+  }
+  const auto file_size = static_cast<size_t>(st.st_size);
+  uint8_t* base = map_fd(fd, file_size, true);
+  if (base == nullptr) {
+    const auto why = errno_text();
+    ::close(fd);
+    throw ShmError(fmt::format("Failed to map {}: {}", path, why));
+  }
+  Segment seg(spec.name, fd, base, file_size, true);
+  check_header(seg.header(), file_size, spec.name);
+  if (seg.header().fingerprint != spec.fingerprint())
+    throw ShmError(fmt::format("Segment {} belongs to '{}' but this process is configured for "
+                               "'{}'; use another P35_SHM_NAME, or {}", path,
+                               seg.header().fingerprint_text, spec.fingerprint_text(),
+                               removal_hint(spec.name)));
+  check_caps(seg.caps(), spec.caps, spec.name);
+  if (seg.header().segment_size != off.end)
+    throw ShmError(fmt::format("Segment {} is {} bytes, this build lays it out in {} bytes; {}",
+                               path, seg.header().segment_size, off.end, removal_hint(spec.name)));
+  return seg;
+}
+
+Segment Segment::open_readonly(std::string_view name) {
+  const std::string path = shm_path(name);
+  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) throw ShmError(fmt::format("Failed to open {}: {}", path, errno_text()));
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || st.st_size < static_cast<off_t>(sizeof(shm::SegmentHeader))) {
+    ::close(fd);
+    throw ShmError(fmt::format("{} is too small ({} bytes) to be a P3.5 segment", path,
+                               static_cast<long long>(st.st_size)));
+  }
+  const auto file_size = static_cast<size_t>(st.st_size);
+  uint8_t* base = map_fd(fd, file_size, false);
+  if (base == nullptr) {
+    const auto why = errno_text();
+    ::close(fd);
+    throw ShmError(fmt::format("Failed to map {}: {}", path, why));
+  }
+  Segment seg(std::string(name), fd, base, file_size, false);
+  check_header(seg.header(), file_size, name);
+  // A header that passed the checks still has to describe a layout that fits the file.
+  const auto expect = compute_layout(seg.caps());
+  if (std::memcmp(&expect, &seg.off(), sizeof expect) != 0 || expect.end != file_size)
+    throw ShmError(fmt::format("{}: header capacities do not match its section offsets", path));
+  return seg;
+}
+
+bool Segment::still_linked() const {
+  struct stat st {};
+  if (::stat(shm_path(name_).c_str(), &st) != 0) return false;
+  return st.st_ino == inode_ && st.st_dev == device_;
+}
+
+shm::StageBlock& Segment::stage(shm::StageId id) const {
+  return at<shm::StageBlock>(off().stages + sizeof(shm::StageBlock) * static_cast<uint32_t>(id));
+}
+
+shm::TableEntry* Segment::reasons(shm::SlotHeader& s) const {
+  return reinterpret_cast<shm::TableEntry*>(reinterpret_cast<uint8_t*>(&s) + sizeof(shm::SlotHeader));
+}
+shm::TableEntry* Segment::symbol_reasons(shm::SlotHeader& s) const {
+  return reasons(s) + caps().reason_cap;
+}
+shm::TableEntry* Segment::unknowns(shm::SlotHeader& s) const {
+  return symbol_reasons(s) + caps().symbol_reason_cap;
+}
+
+std::string_view Segment::string_at(uint32_t id) const {
+  if (id >= caps().string_cap) return {};
+  const auto& e = strings()[id];
+  const uint32_t len = e.length.load(std::memory_order_acquire);
+  return {e.bytes, len > shm::kStringMaxBytes ? shm::kStringMaxBytes : len};
+}
+
+void publish_id(shm::SeqId& dst, StreamId id) {
+  const uint64_t v = dst.lock.load(std::memory_order_relaxed);
+  dst.lock.store(v + 1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);  // odd lock visible before the words
+  dst.ms.store(id.ms, std::memory_order_relaxed);
+  dst.seq.store(id.seq, std::memory_order_relaxed);
+  dst.lock.store(v + 2, std::memory_order_release);  // publishes both words
+}
+
+StreamId read_id(const shm::SeqId& src) {
+  for (;;) {
+    const uint64_t v1 = src.lock.load(std::memory_order_acquire);
+    StreamId id{src.ms.load(std::memory_order_relaxed), src.seq.load(std::memory_order_relaxed)};
+    std::atomic_thread_fence(std::memory_order_acquire);  // the words before the re-check
+    const uint64_t v2 = src.lock.load(std::memory_order_relaxed);
+    if (v1 == v2 && (v1 & 1) == 0) return id;
+    // Odd: the writer is between its stores, or died there and republishes when it restarts.
+    usleep(50);
+  }
+}
+
+StreamId load_id(const shm::IdWords& src) {
+  return {src.ms.load(std::memory_order_acquire), src.seq.load(std::memory_order_acquire)};
+}
+
+void store_id(shm::IdWords& dst, StreamId id) {
+  dst.ms.store(id.ms, std::memory_order_release);
+  dst.seq.store(id.seq, std::memory_order_release);
+}
+
+const char* stage_name(shm::StageId id) {
+  switch (id) {
+    case shm::StageId::Ingest: return "ingest";
+    case shm::StageId::Rollup: return "rollup";
+    case shm::StageId::Ackd: return "ackd";
+  }
+  return "?";
+}
+
+const char* state_name(uint32_t state) {
+  switch (static_cast<shm::StageState>(state)) {
+    case shm::StageState::Stopped: return "stopped";
+    case shm::StageState::Starting: return "starting";
+    case shm::StageState::Running: return "running";
+    case shm::StageState::WaitingRedis: return "waiting-redis";
+    case shm::StageState::Backpressure: return "backpressure";
+    case shm::StageState::Draining: return "draining";
+  }
+  return "unknown";
+}
+
+}  // namespace p35

@@ -1,0 +1,185 @@
+// The ingest stage loop: XREADGROUP, pending-list recovery, rules, counting, backpressure.
+#include "ingest.hpp"
+
+#include <hiredis/hiredis.h>
+#include <spdlog/spdlog.h>
+
+#include "futex.hpp"
+#include "keys.hpp"
+
+namespace p35 {
+
+namespace {
+constexpr int kWaitSliceMs = 200;
+
+int64_t wall_minute() { return now_unix_ms() / 60000; }
+}  // namespace
+
+Ingest::Ingest(const Config& cfg, Segment& seg)
+    : cfg_(cfg), seg_(seg), stage_(seg, shm::StageId::Ingest),
+      counter_(seg, cfg.symbol_breakdown),
+      conn_(RedisOptions::from_config(cfg, "p35-ingest:" + cfg.consumer)),
+      outage_("ingest", &stage_.block()), backoff_(cfg.reconnect_max_ms),
+      marker_key_(keys::marker(cfg.key_prefix, cfg.consumer)) {}
+
+void Ingest::prepare_redis() {
+  try {
+    conn_.command({"XGROUP", "CREATE", cfg_.stream, cfg_.group, "0", "MKSTREAM"});
+    spdlog::info("Created consumer group {} on {}", cfg_.group, cfg_.stream);
+  } catch (const RedisError& e) {
+    if (e.kind() != RedisErrorKind::Reply || e.server_message().rfind("BUSYGROUP", 0) != 0) throw;
+  }
+  // Our marker must exist before our first read (DESIGN §5.5): a consumer without one is taken
+  // for the first version, whose pending entries others ack without counting.
+  conn_.command({"SET", marker_key_, "0-0", "NX"});
+  if (!counter_.initialised_from_marker()) {
+    const Reply r = conn_.command({"GET", marker_key_});
+    const auto marker = StreamId::parse(r.str()).value_or(StreamId{});
+    counter_.initialise_from_marker(marker);
+    spdlog::info("New segment: entries up to {} are already in the buckets, pending ones above "
+                 "it will be counted", marker.str());
+  }
+  // Whatever the last XREADGROUP delivered before a crash or a lost reply is in our pending list.
+  reading_pending_ = true;
+  cursor_ = {};
+}
+
+int Ingest::run() {
+  counter_.recover();
+  spdlog::info("Segment {}: counted up to {}", seg_.name(), counter_.counted_id().str());
+  // hiredis's read timeout must outlive XREADGROUP BLOCK, or every quiet period looks like a failure.
+  while (!stop_requested()) {
+    if (!stage_.heartbeat()) {
+      spdlog::error("Segment {} was removed or replaced under us; exiting so that all stages "
+                    "restart on the live one", shm_path(seg_.name()));
+      return EXIT_FAILURE;
+    }
+    try {
+      if (!conn_.connected()) {
+        if (!connect_with_retry(conn_, outage_, cfg_.reconnect_max_ms, &stage_)) break;
+        prepare_redis();
+        if (!ready_sent_) {
+          notify_ready();
+          ready_sent_ = true;
+        }
+        stage_.set_state(shm::StageState::Running);
+      }
+      read_once();
+      outage_.succeeded();
+      backoff_.reset();
+    } catch (const RedisError& e) {
+      if (e.kind() == RedisErrorKind::Auth) throw;
+      if (!e.connection_lost()) {
+        handle_reply_error(e);
+      } else {
+        outage_.failed("read " + cfg_.stream, e);
+        stage_.set_state(shm::StageState::WaitingRedis);
+        sleep_unless_stopped(backoff_.next_delay_ms());
+      }
+    }
+  }
+  stage_.set_state(shm::StageState::Draining);
+  notify_stopping();
+  counter_.flush();
+  spdlog::info("Stopped: counted up to {}", counter_.counted_id().str());
+  return EXIT_SUCCESS;
+}
+
+void Ingest::handle_reply_error(const RedisError& e) {
+  if (e.server_message().rfind("NOGROUP", 0) == 0) {
+    // The stream or the group was deleted while we ran. Re-creating the group at 0 re-delivers
+    // what is still in the stream; IDs at or below counted_id are skipped, so nothing we counted is
+    // counted twice by us.
+    spdlog::error("Consumer group {} or stream {} vanished ({}); re-creating the group",
+                  cfg_.group, cfg_.stream, e.server_message());
+    prepare_redis();
+    return;
+  }
+  outage_.failed("read " + cfg_.stream, e);
+  sleep_unless_stopped(backoff_.next_delay_ms());
+}
+
+void Ingest::read_once() {
+  const std::string count = std::to_string(cfg_.batch_size);
+  const std::string block = std::to_string(cfg_.block_ms);
+  Reply r;
+  if (reading_pending_) {
+    const std::string from = cursor_.str();
+    r = conn_.command({"XREADGROUP", "GROUP", cfg_.group, cfg_.consumer, "COUNT", count, "STREAMS",
+                       cfg_.stream, from});
+  } else {
+    r = conn_.command({"XREADGROUP", "GROUP", cfg_.group, cfg_.consumer, "COUNT", count, "BLOCK",
+                       block, "STREAMS", cfg_.stream, ">"});
+  }
+  if (r.is_nil() || r.size() == 0) {
+    reading_pending_ = false;
+    return;
+  }
+  const redisReply* stream = r.element(0);
+  const redisReply* entries = stream->element[1];
+  if (entries->elements == 0) {
+    if (reading_pending_) spdlog::info("Pending list re-read; reading new entries");
+    reading_pending_ = false;
+    return;
+  }
+  process(entries);
+}
+
+bool Ingest::add_waiting(StreamId id, const Normalized* msg) {
+  if (counter_.add(id, msg, wall_minute()) == Counter::Result::Done) return true;
+  // No room: publish what we have so rollup/ackd can free space, then sleep on our bell.
+  counter_.flush();
+  auto& block = stage_.block();
+  block.waits.fetch_add(1, std::memory_order_relaxed);
+  stage_.set_state(shm::StageState::Backpressure);
+  int64_t logged_ms = 0;
+  for (;;) {
+    auto& bell = seg_.ingest().ingest_bell;
+    const uint32_t seen = bell.load(std::memory_order_acquire);
+    if (counter_.add(id, msg, wall_minute()) == Counter::Result::Done) break;
+    if (stop_requested() || !stage_.heartbeat()) return false;
+    if (now_mono_ms() - logged_ms > 60000) {
+      spdlog::warn("Waiting for space: {} (entry {})", counter_.last_wait_reason(), id.str());
+      logged_ms = now_mono_ms();
+    }
+    bell_wait(bell, seen, kWaitSliceMs);
+  }
+  stage_.set_state(shm::StageState::Running);
+  return true;
+}
+
+void Ingest::process(const redisReply* entries) {
+  auto& block = stage_.block();
+  StreamId last;
+  uint64_t counted = 0, skipped = 0;
+  for (size_t i = 0; i < entries->elements; ++i) {
+    const redisReply* e = entries->element[i];
+    const auto id = StreamId::parse(reply_str(e->element[0]));
+    if (!id) {
+      spdlog::error("Skipping an entry with an unparsable ID '{}'", reply_str(e->element[0]));
+      continue;
+    }
+    const redisReply* fv = e->elements > 1 ? e->element[1] : nullptr;
+    const bool trimmed = fv == nullptr || reply_is_nil(fv);
+    const Normalized* msg = nullptr;
+    if (!trimmed) {
+      fields_.clear();
+      for (size_t k = 0; k + 1 < fv->elements; k += 2)
+        fields_.push_back({reply_str(fv->element[k]), reply_str(fv->element[k + 1])});
+      normalize(fields_, static_cast<int64_t>(id->ms), norm_);
+      msg = &norm_;
+    }
+    if (*id <= counter_.counted_id()) ++skipped; else ++counted;
+    if (!add_waiting(*id, msg)) break;  // stopping: the rest stays pending, re-read next start
+    last = *id;
+    if (counter_.should_flush()) counter_.flush();
+  }
+  counter_.flush();
+  if (reading_pending_ && !last.is_zero()) cursor_ = last;
+  block.read.fetch_add(entries->elements, std::memory_order_relaxed);
+  block.counted.fetch_add(counted, std::memory_order_relaxed);
+  block.skipped.fetch_add(skipped, std::memory_order_relaxed);
+  block.batches.fetch_add(1, std::memory_order_relaxed);
+}
+
+}  // namespace p35

@@ -1,0 +1,44 @@
+// The ingest stage: reads the stream with XREADGROUP (its pending list first after any restart or
+// reconnect), applies the message rules and counts each batch into the segment.
+#pragma once
+
+#include <string>
+#include <vector>
+
+#include "config.hpp"
+#include "counter.hpp"
+#include "daemon.hpp"
+#include "redis.hpp"
+#include "rules.hpp"
+#include "shm.hpp"
+
+namespace p35 {
+
+class Ingest {
+ public:
+  Ingest(const Config& cfg, Segment& seg);
+  int run();
+
+ private:
+  void prepare_redis();       // group, marker, first-start watermark
+  void read_once();           // one XREADGROUP and its batch
+  void process(const redisReply* entries);
+  bool add_waiting(StreamId id, const Normalized* msg);  // false: stop requested while waiting
+  void handle_reply_error(const RedisError& e);
+
+  const Config& cfg_;
+  Segment& seg_;
+  StageHandle stage_;
+  Counter counter_;
+  Connection conn_;
+  OutageTracker outage_;
+  Backoff backoff_;
+  std::string marker_key_;
+  bool reading_pending_ = true;  // re-reading our own pending list from `cursor_`
+  StreamId cursor_;
+  std::vector<Field> fields_;
+  Normalized norm_;
+  bool ready_sent_ = false;
+};
+
+}  // namespace p35

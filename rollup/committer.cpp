@@ -1,0 +1,307 @@
+// Rollup's exactly-once commit: seqlock copy, pending record, Lua compare-and-set, side flip.
+#include "committer.hpp"
+
+#include <hiredis/hiredis.h>
+#include <spdlog/spdlog.h>
+#include <unistd.h>
+
+#include <map>
+
+#include "daemon.hpp"
+#include "futex.hpp"
+#include "keys.hpp"
+#include "rules.hpp"
+
+namespace p35 {
+
+const char* const kCommitScript = R"LUA(#!lua
+-- P3.5 commit. KEYS[1]: our marker; KEYS[2..]: hashes to increment.
+-- ARGV[1]: the marker we expect, ARGV[2]: the new marker; then for each KEYS[i > 1]:
+-- ttl_s (0: keep), field count, field, delta, field, delta, ...
+-- The shebang makes Redis refuse the whole script up front when out of memory, so it never
+-- stops half-way for OOM; type errors are checked before the first write.
+local current = redis.call('GET', KEYS[1])
+if current ~= ARGV[1] then
+  return redis.error_reply('P35CONFLICT marker is ' .. tostring(current) .. ', expected ' .. ARGV[1])
+end
+for i = 2, #KEYS do
+  local t = redis.call('TYPE', KEYS[i])['ok']
+  if t ~= 'hash' and t ~= 'none' then
+    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. t .. ', not a hash')
+  end
+end
+local a, failed = 3, 0
+for i = 2, #KEYS do
+  local ttl, n = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
+  a = a + 2
+  for _ = 1, n do
+    local r = redis.pcall('HINCRBY', KEYS[i], ARGV[a], ARGV[a + 1])
+    if type(r) == 'table' and r.err then failed = failed + 1 end
+    a = a + 2
+  end
+  if ttl > 0 then redis.call('EXPIRE', KEYS[i], ttl) end
+end
+redis.call('SET', KEYS[1], ARGV[2])
+return failed
+)LUA";
+
+namespace {
+
+constexpr int kMaxSeqlockTries = 1000;
+constexpr const char* kDecisionFields[shm::kDecisionSlots] = {
+    "decision:EXECUTE", "decision:SKIP", "decision:BLOCKED", "decision:ERROR"};
+constexpr const char* kTotalFields[shm::kTotalCount] = {
+    "processed_total", "trimmed_total", "overflow_reason_total", "overflow_symbol_reason_total",
+    "overflow_unknown_total", "overflow_string_total", "late_total"};
+
+void copy_words(const shm::SlotHeader& from, shm::SlotHeader& to, uint64_t bytes) {
+  const auto* src = reinterpret_cast<const std::atomic<uint64_t>*>(&from);
+  auto* dst = reinterpret_cast<std::atomic<uint64_t>*>(&to);
+  for (uint64_t i = 0; i < bytes / 8; ++i)
+    dst[i].store(src[i].load(std::memory_order_relaxed), std::memory_order_relaxed);
+}
+
+uint64_t tag_of(const shm::SlotHeader& s) {
+  return (s.gen.load(std::memory_order_relaxed) << 32) |
+         (s.version.load(std::memory_order_relaxed) & 0xffffffffULL);
+}
+
+uint64_t count(const std::atomic<uint64_t>& w) { return w.load(std::memory_order_relaxed); }
+
+}  // namespace
+
+Committer::Committer(const Config& cfg, Segment& seg)
+    : cfg_(cfg), seg_(seg), marker_key_(keys::marker(cfg.key_prefix, cfg.consumer)),
+      status_key_(keys::status(cfg.key_prefix)) {}
+
+Committer::Resolution Committer::start(Connection& conn, StreamId& marker) {
+  const Reply sha = conn.command({"SCRIPT", "LOAD", kCommitScript});
+  sha_ = std::string(sha.str());
+  conn.command({"SET", marker_key_, "0-0", "NX"});
+  const Reply r = conn.command({"GET", marker_key_});
+  marker = StreamId::parse(r.str()).value_or(StreamId{});
+  auto& rc = seg_.rollup();
+  Resolution res = Resolution::NoPending;
+  if (rc.pending_state.load(std::memory_order_acquire) != 0) {
+    const StreamId prev = load_id(rc.pending_prev), next = load_id(rc.pending_next);
+    if (marker == next) {
+      apply_pending();  // the commit happened before we lost track of it
+      res = Resolution::Applied;
+    } else if (marker == prev) {
+      discard_pending();  // it never happened; the counts are committed again from scratch
+      res = Resolution::Discarded;
+    } else {
+      conflict_ = "pending commit " + prev.str() + " -> " + next.str() + " but the marker is " +
+                  marker.str();
+      return Resolution::Conflict;
+    }
+  }
+  const StreamId ours = committed();
+  if (ours == marker) return res;
+  if (ours.is_zero() && rc.commit_count.load(std::memory_order_relaxed) == 0) {
+    publish_id(rc.committed, marker);  // fresh segment: Redis already holds counts up to marker
+    bell_ring(seg_.ingest().ackd_bell);
+    return res;
+  }
+  conflict_ = "this segment committed up to " + ours.str() + " but the marker in Redis is " +
+              marker.str();
+  return Resolution::Conflict;
+}
+
+bool Committer::read_consistent(CommitPlan& plan, uint64_t* retries) {
+  auto& ic = seg_.ingest();
+  auto& rc = seg_.rollup();
+  const uint32_t n = seg_.slot_count();
+  const uint64_t bytes = seg_.off().slot_bytes;
+  const uint32_t tside = 1 - static_cast<uint32_t>(rc.totals_side.load(std::memory_order_relaxed));
+  for (int attempt = 0; attempt < kMaxSeqlockTries; ++attempt) {
+    const uint64_t s1 = ic.seqlock.load(std::memory_order_acquire);
+    if ((s1 & 1) != 0) {  // a batch is being applied (or ingest died applying it and restarts)
+      usleep(50);
+      continue;
+    }
+    plan.slots.clear();
+    plan.next = load_id(ic.counted_id);
+    for (uint32_t t = 0; t < shm::kTotalSlots; ++t)
+      rc.committed_totals[tside][t].store(count(ic.totals[t]), std::memory_order_relaxed);
+    for (uint32_t i = 0; i < n; ++i) {
+      auto& live = seg_.slot(i);
+      if (live.minute.load(std::memory_order_relaxed) == shm::kEmptyMinute) continue;
+      if (tag_of(live) == seg_.slot_meta()[i].committed_tag.load(std::memory_order_relaxed)) continue;
+      const auto side = static_cast<uint32_t>(seg_.slot_meta()[i].side.load(std::memory_order_relaxed));
+      copy_words(live, seg_.shadow(1 - side, i), bytes);
+      plan.slots.push_back(i);
+    }
+    std::atomic_thread_fence(std::memory_order_acquire);  // the copies before the re-check
+    if (ic.seqlock.load(std::memory_order_relaxed) == s1) {
+      plan.totals_side = tside;
+      return true;
+    }
+    if (retries != nullptr) ++*retries;
+  }
+  return false;
+}
+
+void Committer::add_slot_fields(uint32_t i, std::vector<std::pair<std::string, int64_t>>& bucket,
+                                std::vector<std::pair<std::string, int64_t>>& unknown) {
+  const auto side = static_cast<uint32_t>(seg_.slot_meta()[i].side.load(std::memory_order_relaxed));
+  auto& nu = seg_.shadow(1 - side, i);
+  auto& old = seg_.shadow(side, i);
+  // The committed side counts only if it holds the same generation of the same minute.
+  const bool same = old.gen.load() == nu.gen.load() && old.minute.load() == nu.minute.load();
+  const auto delta = [&](const std::atomic<uint64_t>& n, const std::atomic<uint64_t>& o) {
+    return static_cast<int64_t>(count(n) - (same ? count(o) : 0));
+  };
+  const auto put = [](auto& v, std::string f, int64_t d) {
+    if (d != 0) v.emplace_back(std::move(f), d);
+  };
+  const std::string ov(keys::kOverflow);
+  for (uint32_t d = 0; d < shm::kDecisionSlots; ++d)
+    put(bucket, kDecisionFields[d], delta(nu.decisions[d], old.decisions[d]));
+  const auto table = [&](shm::TableEntry* n, shm::TableEntry* o, uint32_t cap, auto&& emit) {
+    for (uint32_t j = 0; j < cap; ++j) {
+      const uint64_t k = count(n[j].key);
+      if (k == 0) continue;
+      const uint64_t oc = same && count(o[j].key) == k ? count(o[j].count) : 0;
+      const auto d = static_cast<int64_t>(count(n[j].count) - oc);
+      if (d != 0) emit(k, d);
+    }
+  };
+  const auto str = [&](uint64_t id1) { return std::string(seg_.string_at(static_cast<uint32_t>(id1 - 1))); };
+  table(seg_.reasons(nu), seg_.reasons(old), seg_.caps().reason_cap,
+        [&](uint64_t k, int64_t d) { put(bucket, "reason:" + str(k), d); });
+  put(bucket, "reason:" + ov, delta(nu.overflow_reason, old.overflow_reason));
+  table(seg_.symbol_reasons(nu), seg_.symbol_reasons(old), seg_.caps().symbol_reason_cap,
+        [&](uint64_t k, int64_t d) {
+          put(bucket, "symbol_reason:" + str(k >> 32) + ":" + str(k & 0xffffffffULL), d);
+        });
+  put(bucket, "symbol_reason:" + ov + ":" + ov, delta(nu.overflow_symbol_reason, old.overflow_symbol_reason));
+  table(seg_.unknowns(nu), seg_.unknowns(old), seg_.caps().unknown_cap, [&](uint64_t k, int64_t d) {
+    const bool from_field = (k >> 32) != 0;
+    const std::string member = str(k & 0xffffffffULL);
+    put(bucket, from_field ? "decision:UNKNOWN:" + member : std::string("decision:UNKNOWN"), d);
+    put(unknown, from_field ? member : "executed=" + member, d);
+  });
+  const int64_t uo = delta(nu.overflow_unknown, old.overflow_unknown);
+  put(bucket, "decision:UNKNOWN:" + ov, uo);
+  put(unknown, ov, uo);
+}
+
+void Committer::build_args(CommitPlan& plan) {
+  using Fields = std::vector<std::pair<std::string, int64_t>>;
+  std::vector<std::pair<std::string, Fields>> hashes;  // key -> fields
+  const std::string bucket_ttl = std::to_string(cfg_.bucket_ttl_s);
+  for (uint32_t i : plan.slots) {
+    const int64_t minute = seg_.shadow(1 - static_cast<uint32_t>(seg_.slot_meta()[i].side.load()), i).minute.load();
+    Fields bucket, unknown;
+    add_slot_fields(i, bucket, unknown);
+    if (!bucket.empty()) hashes.emplace_back(keys::bucket(cfg_.key_prefix, minute), std::move(bucket));
+    if (!unknown.empty())
+      hashes.emplace_back(keys::unknown_minute(cfg_.key_prefix, minute), std::move(unknown));
+  }
+  Fields totals;
+  auto& rc = seg_.rollup();
+  const uint32_t cur = static_cast<uint32_t>(rc.totals_side.load());
+  for (uint32_t t = 0; t < shm::kTotalCount; ++t) {
+    const auto d = static_cast<int64_t>(count(rc.committed_totals[plan.totals_side][t]) -
+                                        count(rc.committed_totals[cur][t]));
+    if (d != 0) totals.emplace_back(kTotalFields[t], d);
+  }
+  if (!totals.empty()) hashes.emplace_back(status_key_, std::move(totals));
+
+  auto& a = plan.args;
+  a.clear();
+  a.add("EVALSHA").add(sha_).add(static_cast<long long>(hashes.size() + 1)).add(marker_key_);
+  for (const auto& h : hashes) a.add(h.first);
+  a.add(plan.prev.str()).add(plan.next.str());
+  plan.fields = 0;
+  for (const auto& h : hashes) {
+    a.add(h.first == status_key_ ? 0LL : static_cast<long long>(cfg_.bucket_ttl_s));
+    a.add(static_cast<long long>(h.second.size()));
+    for (const auto& [field, d] : h.second) a.add(field).add(static_cast<long long>(d));
+    plan.fields += h.second.size();
+  }
+}
+
+void Committer::publish_pending(const CommitPlan& plan) {
+  auto& rc = seg_.rollup();
+  store_id(rc.pending_prev, plan.prev);
+  store_id(rc.pending_next, plan.next);
+  for (size_t k = 0; k < plan.slots.size(); ++k) {
+    const uint32_t i = plan.slots[k];
+    const auto side = static_cast<uint32_t>(seg_.slot_meta()[i].side.load(std::memory_order_relaxed));
+    seg_.pending_slots()[k].slot.store(i, std::memory_order_relaxed);
+    seg_.pending_slots()[k].side.store(1 - side, std::memory_order_relaxed);
+  }
+  rc.pending_slot_count.store(plan.slots.size(), std::memory_order_relaxed);
+  rc.pending_totals_side.store(plan.totals_side, std::memory_order_relaxed);
+  rc.pending_state.store(1, std::memory_order_release);  // published: a restart resolves it
+}
+
+// Make the pending commit's shadow sides current. Absolute values: repeating it is harmless.
+void Committer::apply_pending() {
+  auto& rc = seg_.rollup();
+  const uint64_t n = rc.pending_slot_count.load(std::memory_order_relaxed);
+  for (uint64_t k = 0; k < n; ++k) {
+    const uint32_t i = seg_.pending_slots()[k].slot.load(std::memory_order_relaxed);
+    const uint32_t side = seg_.pending_slots()[k].side.load(std::memory_order_relaxed);
+    auto& meta = seg_.slot_meta()[i];
+    meta.side.store(side, std::memory_order_relaxed);
+    // Ingest may recycle the slot once it sees this tag: publish it last, with release.
+    meta.committed_tag.store(tag_of(seg_.shadow(side, i)), std::memory_order_release);
+  }
+  rc.totals_side.store(rc.pending_totals_side.load(std::memory_order_relaxed),
+                       std::memory_order_release);
+  publish_id(rc.committed, load_id(rc.pending_next));
+  rc.commit_count.fetch_add(1, std::memory_order_relaxed);
+  rc.last_commit_unix_ms.store(now_unix_ms(), std::memory_order_relaxed);
+  rc.pending_state.store(0, std::memory_order_release);
+  bell_ring(seg_.ingest().ackd_bell);
+  bell_ring(seg_.ingest().ingest_bell);
+}
+
+void Committer::discard_pending() {
+  seg_.rollup().pending_state.store(0, std::memory_order_release);
+}
+
+Reply Committer::run_script(Connection& conn, const CommandArgs& args) {
+  try {
+    return conn.command(args);
+  } catch (const RedisError& e) {
+    if (e.kind() != RedisErrorKind::Reply || e.server_message().rfind("NOSCRIPT", 0) != 0) throw;
+  }
+  // Redis restarted or SCRIPT FLUSH: load again and send the very same commit.
+  const Reply sha = conn.command({"SCRIPT", "LOAD", kCommitScript});
+  if (sha.str() != sha_) throw RedisError(RedisErrorKind::Protocol, "script SHA changed on reload");
+  return conn.command(args);
+}
+
+Committer::Outcome Committer::commit(Connection& conn, uint64_t* retries) {
+  auto& plan = plan_;
+  plan.prev = committed();
+  if (!read_consistent(plan, retries)) return Outcome::NothingNew;  // ingest too busy: next round
+  if (plan.next <= plan.prev && plan.slots.empty()) return Outcome::NothingNew;
+  build_args(plan);
+  publish_pending(plan);
+  try {
+    const Reply r = run_script(conn, plan.args);
+    if (r.is_integer() && r.integer() > 0)
+      spdlog::error("Commit up to {}: {} HINCRBY(s) refused by Redis (a field holds a non-integer)",
+                    plan.next.str(), r.integer());
+  } catch (const RedisError& e) {
+    if (e.kind() == RedisErrorKind::Reply) {
+      if (e.server_message().rfind("P35CONFLICT", 0) == 0) {
+        conflict_ = e.server_message();
+        discard_pending();
+        return Outcome::Conflict;
+      }
+      // OOM, READONLY, WRONGTYPE...: the script wrote nothing (see kCommitScript); retry later.
+      discard_pending();
+    }
+    throw;  // connection lost: outcome unknown until start() reads the marker again
+  }
+  apply_pending();
+  return Outcome::Committed;
+}
+
+}  // namespace p35

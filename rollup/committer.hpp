@@ -1,0 +1,63 @@
+// Rollup's exactly-once commit (DESIGN §5.2): a consistent copy of ingest's counts into the spare
+// shadow side, the pending-commit record, the Lua compare-and-set on the marker, and the flip of
+// the shadow sides once Redis confirmed it; plus recovery of a pending commit after a crash.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "config.hpp"
+#include "redis.hpp"
+#include "shm.hpp"
+
+namespace p35 {
+
+struct CommitPlan {
+  StreamId prev;
+  StreamId next;
+  std::vector<uint32_t> slots;  // dirty slots, copied into the spare side
+  uint32_t totals_side = 0;     // the side holding the new committed totals
+  uint64_t fields = 0;          // HINCRBYs in the script
+  CommandArgs args;             // EVALSHA <sha> <numkeys> keys... argv...
+};
+
+class Committer {
+ public:
+  enum class Outcome { Committed, NothingNew, Conflict };
+  enum class Resolution { NoPending, Applied, Discarded, Conflict };
+
+  Committer(const Config& cfg, Segment& seg);
+
+  // Marker set-up after (re)connecting: creates it (SET NX 0-0), loads the script, resolves a
+  // pending commit, and adopts the marker for a fresh segment. Returns the marker's value.
+  Resolution start(Connection& conn, StreamId& marker);
+  // One commit of everything ingest counted since the last one. Throws RedisError when the outcome
+  // is unknown (connection lost): call start() again after reconnecting to resolve it.
+  Outcome commit(Connection& conn, uint64_t* retries = nullptr);
+  StreamId committed() const { return read_id(seg_.rollup().committed); }
+  const std::string& conflict_text() const { return conflict_; }
+
+ private:
+  bool read_consistent(CommitPlan& plan, uint64_t* retries);
+  void build_args(CommitPlan& plan);
+  void add_slot_fields(uint32_t slot, std::vector<std::pair<std::string, int64_t>>& bucket,
+                       std::vector<std::pair<std::string, int64_t>>& unknown);
+  void publish_pending(const CommitPlan& plan);
+  void apply_pending();
+  void discard_pending();
+  Reply run_script(Connection& conn, const CommandArgs& args);
+
+  const Config& cfg_;
+  Segment& seg_;
+  std::string marker_key_;
+  std::string status_key_;
+  std::string sha_;
+  std::string conflict_;
+  CommitPlan plan_;
+};
+
+// The commit script: compare-and-set on the marker, then every HINCRBY and EXPIRE.
+extern const char* const kCommitScript;
+
+}  // namespace p35

@@ -1,0 +1,135 @@
+// The rollup stage loop: resolve a pending commit, group-commit, snapshots, status, shutdown.
+#include "rollup.hpp"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+
+#include "futex.hpp"
+
+namespace p35 {
+
+Rollup::Rollup(const Config& cfg, Segment& seg)
+    : cfg_(cfg), seg_(seg), stage_(seg, shm::StageId::Rollup),
+      conn_(RedisOptions::from_config(cfg, "p35-rollup:" + cfg.consumer)),
+      outage_("rollup", &stage_.block()), backoff_(cfg.reconnect_max_ms), committer_(cfg, seg),
+      snapshots_(cfg, seg), status_(cfg, seg) {}
+
+bool Rollup::ensure_connected() {
+  while (!started_) {
+    if (!conn_.connected() && !connect_with_retry(conn_, outage_, cfg_.reconnect_max_ms, &stage_))
+      return false;
+    try {
+      StreamId marker;
+      switch (committer_.start(conn_, marker)) {
+        case Committer::Resolution::Applied:
+          spdlog::info("The commit in flight before the restart reached Redis (marker {})", marker.str());
+          break;
+        case Committer::Resolution::Discarded:
+          spdlog::info("The commit in flight before the restart did not reach Redis; committing again");
+          break;
+        case Committer::Resolution::Conflict:
+          throw std::runtime_error("Refusing to commit: " + committer_.conflict_text() +
+                                   ". Another writer advanced the marker or Redis lost data; stop all "
+                                   "stages, remove the segment and start again to re-read the "
+                                   "pending list against the marker");
+        case Committer::Resolution::NoPending: break;
+      }
+      started_ = true;
+      if (!ready_sent_) {
+        notify_ready();
+        ready_sent_ = true;
+        spdlog::info("Committing under marker {} = {}", cfg_.key_prefix + "commit:" + cfg_.consumer,
+                     marker.str());
+      }
+      stage_.set_state(shm::StageState::Running);
+    } catch (const RedisError& e) {
+      if (e.kind() == RedisErrorKind::Auth) throw;
+      outage_.failed("resolve the commit marker", e);
+      if (e.connection_lost()) conn_.disconnect();
+      sleep_unless_stopped(backoff_.next_delay_ms());
+      if (stop_requested()) return false;
+    }
+  }
+  return true;
+}
+
+bool Rollup::step() {
+  uint64_t retries = 0;
+  const auto outcome = committer_.commit(conn_, &retries);
+  stage_.block().waits.fetch_add(retries, std::memory_order_relaxed);
+  if (outcome == Committer::Outcome::Conflict) {
+    stage_.block().conflicts.fetch_add(1, std::memory_order_relaxed);
+    spdlog::critical("Commit refused: {}. Another writer advanced our marker; dropping nothing and "
+                     "committing nothing until restarted on a fresh segment",
+                     committer_.conflict_text());
+    return false;
+  }
+  if (outcome == Committer::Outcome::Committed) {
+    stage_.block().committed.fetch_add(1, std::memory_order_relaxed);
+    if (cfg_.commit_linger_ms > 0) sleep_unless_stopped(cfg_.commit_linger_ms);
+  }
+  const int64_t now = now_mono_ms();
+  if (now >= next_snapshot_ms_) {
+    snapshots_.write(conn_, false);
+    next_snapshot_ms_ = now + cfg_.snapshot_interval_ms;
+  }
+  if (now >= next_status_ms_) {
+    status_.write(conn_);
+    next_status_ms_ = now + cfg_.status_interval_ms;
+    notify_status(fmt::format("committed {} commits={}", committer_.committed().str(),
+                              seg_.rollup().commit_count.load()));
+  }
+  return true;
+}
+
+int Rollup::run() {
+  while (!stop_requested()) {
+    if (!stage_.heartbeat()) {
+      spdlog::error("Segment {} was removed or replaced under us; exiting", shm_path(seg_.name()));
+      return EXIT_FAILURE;
+    }
+    if (!ensure_connected()) break;
+    auto& bell = seg_.ingest().rollup_bell;
+    const uint32_t seen = bell.load(std::memory_order_acquire);
+    try {
+      if (!step()) return EXIT_FAILURE;
+      outage_.succeeded();
+      backoff_.reset();
+    } catch (const RedisError& e) {
+      if (e.kind() == RedisErrorKind::Auth) throw;
+      outage_.failed("commit to Redis", e);
+      stage_.set_state(shm::StageState::WaitingRedis);
+      if (e.connection_lost()) conn_.disconnect();
+      started_ = false;  // resolve the pending commit against the marker before anything else
+      sleep_unless_stopped(backoff_.next_delay_ms());
+      continue;
+    }
+    if (bell.load(std::memory_order_acquire) == seen) {
+      const int64_t until = std::min(next_snapshot_ms_, next_status_ms_) - now_mono_ms();
+      bell_wait(bell, seen, static_cast<int>(std::clamp<int64_t>(until, 1, 1000)));
+    }
+  }
+  finish();
+  return EXIT_SUCCESS;
+}
+
+void Rollup::finish() {
+  stage_.set_state(shm::StageState::Draining);
+  notify_stopping();
+  if (!started_ || !conn_.connected()) {
+    spdlog::info("Stopped without a final commit (Redis unavailable); ingest's counts stay in the "
+                 "segment for the next start");
+    return;
+  }
+  try {
+    committer_.commit(conn_);
+    snapshots_.write(conn_, true);
+    status_.write(conn_);
+    spdlog::info("Stopped: committed up to {}, final snapshots written", committer_.committed().str());
+  } catch (const std::exception& e) {
+    spdlog::warn("Failed to write the final commit and snapshots: {}", e.what());
+  }
+}
+
+}  // namespace p35

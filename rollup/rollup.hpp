@@ -1,0 +1,39 @@
+// The rollup stage: commits ingest's counts to Redis exactly once (group commit: as soon as the
+// previous commit returned and there is something new), then keeps the snapshots and status fresh.
+#pragma once
+
+#include "committer.hpp"
+#include "config.hpp"
+#include "daemon.hpp"
+#include "redis.hpp"
+#include "shm.hpp"
+#include "snapshots.hpp"
+
+namespace p35 {
+
+class Rollup {
+ public:
+  Rollup(const Config& cfg, Segment& seg);
+  int run();
+
+ private:
+  bool ensure_connected();  // false: stopping
+  bool step();              // one commit and whatever is due; false on a conflict
+  void finish();            // SIGTERM: last commit and final snapshots
+
+  const Config& cfg_;
+  Segment& seg_;
+  StageHandle stage_;
+  Connection conn_;
+  OutageTracker outage_;
+  Backoff backoff_;
+  Committer committer_;
+  SnapshotWriter snapshots_;
+  StatusWriter status_;
+  bool started_ = false;
+  bool ready_sent_ = false;
+  int64_t next_snapshot_ms_ = 0;
+  int64_t next_status_ms_ = 0;
+};
+
+}  // namespace p35

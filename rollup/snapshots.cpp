@@ -1,0 +1,216 @@
+// Window snapshots and the status hash, computed from the committed shadow and the stage blocks.
+#include "snapshots.hpp"
+
+#include <hiredis/hiredis.h>
+#include <spdlog/spdlog.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <algorithm>
+
+#include "daemon.hpp"
+#include "keys.hpp"
+
+namespace p35 {
+
+namespace {
+
+constexpr int64_t kRefreshMs = 10 * 60 * 1000;
+constexpr const char* kDecisionNames[shm::kDecisionSlots] = {"EXECUTE", "SKIP", "BLOCKED", "ERROR"};
+
+uint64_t ld(const std::atomic<uint64_t>& w) { return w.load(std::memory_order_relaxed); }
+
+void add_slot(const Segment& seg, shm::SlotHeader& s, WindowCounts& w) {
+  for (uint32_t d = 0; d < shm::kDecisionSlots; ++d) w.decisions[kDecisionNames[d]] += ld(s.decisions[d]);
+  const auto str = [&](uint64_t id1) { return std::string(seg.string_at(static_cast<uint32_t>(id1 - 1))); };
+  const std::string ov(keys::kOverflow);
+  for (uint32_t j = 0; j < seg.caps().reason_cap; ++j) {
+    const auto& e = seg.reasons(s)[j];
+    if (const uint64_t k = ld(e.key); k != 0) w.reasons[str(k)] += ld(e.count);
+  }
+  if (const uint64_t o = ld(s.overflow_reason); o != 0) w.reasons[ov] += o;
+  for (uint32_t j = 0; j < seg.caps().unknown_cap; ++j) {
+    const auto& e = seg.unknowns(s)[j];
+    const uint64_t k = ld(e.key);
+    if (k == 0) continue;
+    const bool from_field = (k >> 32) != 0;
+    const std::string member = str(k & 0xffffffffULL);
+    w.decisions[from_field ? "UNKNOWN:" + member : std::string("UNKNOWN")] += ld(e.count);
+    w.unknown_members[from_field ? member : "executed=" + member] += ld(e.count);
+  }
+  if (const uint64_t o = ld(s.overflow_unknown); o != 0) {
+    w.decisions["UNKNOWN:" + ov] += o;
+    w.unknown_members[ov] += o;
+  }
+}
+
+}  // namespace
+
+std::vector<WindowCounts> compute_windows(const Segment& seg, int64_t now_minute) {
+  std::vector<WindowCounts> out(keys::kWindows.size());
+  for (auto& w : out)
+    for (const char* d : kDecisionNames) w.decisions[d] = 0;  // always present, 0 if none
+  for (uint32_t i = 0; i < seg.slot_count(); ++i) {
+    const auto side = static_cast<uint32_t>(seg.slot_meta()[i].side.load(std::memory_order_acquire));
+    auto& s = seg.shadow(side, i);
+    const int64_t minute = s.minute.load(std::memory_order_relaxed);
+    if (minute == shm::kEmptyMinute || minute > now_minute) continue;
+    for (size_t k = 0; k < keys::kWindows.size(); ++k)
+      if (minute > now_minute - keys::kWindows[k].minutes) add_slot(seg, s, out[k]);
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, uint64_t>> top_n(const std::map<std::string, uint64_t>& m,
+                                                    size_t n) {
+  std::vector<std::pair<std::string, uint64_t>> v;
+  for (const auto& [name, c] : m)
+    if (c != 0) v.emplace_back(name, c);
+  const auto better = [](const auto& a, const auto& b) {
+    return a.second != b.second ? a.second > b.second : a.first < b.first;
+  };
+  if (v.size() > n) {
+    std::partial_sort(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(n), v.end(), better);
+    v.resize(n);
+  } else {
+    std::sort(v.begin(), v.end(), better);
+  }
+  return v;
+}
+
+bool SnapshotWriter::write(Connection& conn, bool force) {
+  const int64_t now_ms = now_unix_ms();
+  const int64_t minute = now_ms / 60000;
+  const uint64_t commits = seg_.rollup().commit_count.load(std::memory_order_acquire);
+  if (!force && commits == last_commit_count_ && minute == last_minute_ &&
+      now_ms - last_write_ms_ < kRefreshMs)
+    return false;  // nothing a reader could see has changed: costs nothing while idle
+  const auto windows = compute_windows(seg_, minute);
+  const std::string ttl = std::to_string(cfg_.snapshot_ttl_s);
+  const std::string& p = cfg_.key_prefix;
+  size_t sent = 0;
+  conn.append({"MULTI"});
+  ++sent;
+  for (size_t k = 0; k < keys::kWindows.size(); ++k) {
+    const auto& w = windows[k];
+    const std::string dkey = keys::decision_counts(p, keys::kWindows[k].name);
+    CommandArgs h{"HSET", dkey};
+    for (const auto& [d, c] : w.decisions) h.add(d).add(static_cast<long long>(c));
+    conn.append({"DEL", dkey});
+    conn.append(h);
+    conn.append({"EXPIRE", dkey, ttl});
+    sent += 3;
+    const std::string rkey = keys::reason_top(p, keys::kWindows[k].name);
+    conn.append({"DEL", rkey});
+    ++sent;
+    const auto top = top_n(w.reasons, keys::kTopReasons);
+    if (!top.empty()) {
+      CommandArgs z{"ZADD", rkey};
+      for (const auto& [r, c] : top) z.add(static_cast<long long>(c)).add(r);
+      conn.append(z);
+      conn.append({"EXPIRE", rkey, ttl});
+      sent += 2;
+    }
+    if (keys::kWindows[k].minutes == 5) {
+      const std::string ukey = keys::unknown_top_5m(p);
+      conn.append({"DEL", ukey});
+      ++sent;
+      if (!w.unknown_members.empty()) {
+        CommandArgs z{"ZADD", ukey};
+        for (const auto& [m, c] : w.unknown_members) z.add(static_cast<long long>(c)).add(m);
+        conn.append(z);
+        conn.append({"EXPIRE", ukey, ttl});
+        sent += 2;
+      }
+    }
+  }
+  conn.append({"EXEC"});
+  ++sent;
+  std::string error;
+  for (size_t i = 0; i < sent; ++i) {
+    const Reply r = conn.read_reply();
+    if (r.is_error() && error.empty()) error = std::string(r.str());
+    if (i + 1 == sent && r.is_array())
+      for (size_t j = 0; j < r.size(); ++j)
+        if (r.element(j)->type == REDIS_REPLY_ERROR && error.empty()) error = reply_str(r.element(j));
+    if (i + 1 == sent && r.is_nil() && error.empty()) error = "EXEC aborted";
+  }
+  if (!error.empty())
+    throw RedisError(RedisErrorKind::Reply, "Failed to replace the snapshots: " + error, error);
+  last_commit_count_ = commits;
+  last_minute_ = minute;
+  last_write_ms_ = now_ms;
+  return true;
+}
+
+void StatusWriter::write(Connection& conn) {
+  const int64_t now_ms = now_unix_ms();
+  auto& ing = seg_.stage(shm::StageId::Ingest);
+  auto& rol = seg_.stage(shm::StageId::Rollup);
+  auto& ack = seg_.stage(shm::StageId::Ackd);
+  // The group's figures: pending entries (all consumers) and lag (entries not yet delivered).
+  long long pending = -1, lag = -1;
+  const Reply groups = conn.command({"XINFO", "GROUPS", cfg_.stream});
+  for (size_t g = 0; g < groups.size(); ++g) {
+    const redisReply* e = groups.element(g);
+    bool ours = false;
+    long long gp = -1, gl = -1;
+    for (size_t k = 0; k + 1 < e->elements; k += 2) {
+      const auto name = reply_str(e->element[k]);
+      const redisReply* v = e->element[k + 1];
+      if (name == "name") ours = reply_str(v) == cfg_.group;
+      if (name == "pending" && v->type == REDIS_REPLY_INTEGER) gp = v->integer;
+      if (name == "lag" && v->type == REDIS_REPLY_INTEGER) gl = v->integer;
+    }
+    if (ours) pending = gp, lag = gl;
+  }
+  const uint64_t counted = ld(ing.counted), acked = ld(ack.acked);
+  const double dt = last_ms_ == 0 ? 0.0 : static_cast<double>(now_ms - last_ms_) / 1000.0;
+  const auto rate = [&](uint64_t now, uint64_t before) {
+    return dt <= 0 ? std::string("0") : fmt::format("{:.1f}", static_cast<double>(now - before) / dt);
+  };
+  const StreamId committed = read_id(seg_.rollup().committed);
+  const auto stage_fields = [&](CommandArgs& a, const char* name, shm::StageBlock& b) {
+    const auto pid = static_cast<pid_t>(ld(b.pid));
+    const bool alive = pid > 0 && kill(pid, 0) == 0;
+    a.add(std::string(name) + "_pid").add(static_cast<long long>(pid));
+    a.add(std::string(name) + "_alive").add(alive ? "1" : "0");
+    a.add(std::string(name) + "_state").add(state_name(b.state.load()));
+    a.add(std::string(name) + "_heartbeat_age_ms").add(static_cast<long long>(now_ms - b.heartbeat_unix_ms.load()));
+    a.add(std::string(name) + "_starts").add(static_cast<long long>(b.starts.load()));
+    a.add(std::string(name) + "_redis_errors").add(static_cast<long long>(ld(b.redis_errors)));
+    a.add(std::string(name) + "_outages").add(static_cast<long long>(ld(b.outages)));
+  };
+  CommandArgs a{"HSET", keys::status(cfg_.key_prefix)};
+  a.add("pending_estimate").add(static_cast<long long>(pending));
+  a.add("group_lag").add(static_cast<long long>(lag));
+  a.add("last_id").add(committed.str());
+  a.add("last_ts").add(static_cast<long long>(seg_.rollup().last_commit_unix_ms.load() / 1000));
+  a.add("consumer_name").add(cfg_.consumer);
+  a.add("service_start_ts").add(static_cast<long long>(
+      std::min({ing.start_unix_ms.load(), rol.start_unix_ms.load(), ack.start_unix_ms.load()}) / 1000));
+  a.add("version").add(P35_VERSION);
+  a.add("updated_ts").add(static_cast<long long>(now_ms / 1000));
+  a.add("ingest_rate").add(rate(counted, last_counted_));
+  a.add("ack_rate").add(rate(acked, last_acked_));
+  a.add("ingest_counted").add(static_cast<long long>(counted));
+  a.add("ingest_waits").add(static_cast<long long>(ld(ing.waits)));
+  a.add("ingest_skipped").add(static_cast<long long>(ld(ing.skipped)));
+  a.add("rollup_commits").add(static_cast<long long>(seg_.rollup().commit_count.load()));
+  a.add("rollup_conflicts").add(static_cast<long long>(ld(rol.conflicts)));
+  a.add("ackd_acked").add(static_cast<long long>(acked));
+  a.add("counted_id").add(read_id(seg_.ingest().counted_pub).str());
+  a.add("committed_id").add(committed.str());
+  a.add("acked_id").add(read_id(seg_.ackd().acked).str());
+  a.add("unacked_ids").add(static_cast<long long>(seg_.ingest().id_log_head.load() -
+                                                  seg_.ackd().id_log_tail.load()));
+  stage_fields(a, "ingest", ing);
+  stage_fields(a, "rollup", rol);
+  stage_fields(a, "ackd", ack);
+  conn.command(a);
+  last_counted_ = counted;
+  last_acked_ = acked;
+  last_ms_ = now_ms;
+}
+
+}  // namespace p35
