@@ -141,7 +141,8 @@ class Connection {
   void append(std::initializer_list<std::string_view> args);
   Reply read_reply();
 
-  // Change the socket read timeout (e.g. longer than a blocking XREADGROUP).
+  // Change the socket read/write timeout (e.g. longer than a blocking XREADGROUP). Also kept in
+  // options() for the next connect(). 0 means no timeout.
   void set_command_timeout_ms(int timeout_ms);
 
  private:
@@ -149,6 +150,9 @@ class Connection {
     void operator()(redisContext* c) const;
   };
   void handshake();
+  void authenticate();
+  void select_db();
+  void set_client_name();
   Reply handshake_command(const CommandArgs& args, std::string_view doing);
   void set_socket_timeout_ms(int timeout_ms);
   // The one place where a hiredis context error becomes a RedisError; disconnects first.
