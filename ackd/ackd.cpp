@@ -70,7 +70,7 @@ int Ackd::run() {
     } catch (const RedisError& e) {
       if (e.kind() == RedisErrorKind::Auth) throw;
       outage_.failed("ack on " + cfg_.stream, e);
-      if (e.connection_lost()) conn_.disconnect();
+      conn_.disconnect();
       sleep_unless_stopped(backoff_.next_delay_ms());
       continue;
     }

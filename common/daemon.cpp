@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <thread>
 
@@ -58,6 +59,11 @@ void notify_watchdog() {
 }
 
 StageHandle::StageHandle(Segment& seg, shm::StageId id) : seg_(seg), block_(seg.stage(id)) {
+  // Single writer per stage: a second p35-<stage> on the same segment would corrupt it.
+  if (!seg.try_lock_byte(static_cast<uint32_t>(id)))
+    throw ShmError(fmt::format("Another p35-{} (pid {}) already runs on segment {}; refusing to "
+                               "start a second one", stage_name(id), block_.pid.load(),
+                               shm_path(seg.name())));
   block_.pid.store(static_cast<uint64_t>(getpid()), std::memory_order_relaxed);
   block_.start_unix_ms.store(now_unix_ms(), std::memory_order_relaxed);
   block_.starts.fetch_add(1, std::memory_order_relaxed);

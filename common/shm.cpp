@@ -293,6 +293,15 @@ bool Segment::still_linked() const {
   return st.st_ino == inode_ && st.st_dev == device_;
 }
 
+bool Segment::try_lock_byte(uint32_t index) const {
+  struct flock fl {};
+  fl.l_type = F_WRLCK;
+  fl.l_whence = SEEK_SET;
+  fl.l_start = static_cast<off_t>(index);
+  fl.l_len = 1;
+  return ::fcntl(fd_, F_OFD_SETLK, &fl) == 0;
+}
+
 shm::StageBlock& Segment::stage(shm::StageId id) const {
   return at<shm::StageBlock>(off().stages + sizeof(shm::StageBlock) * static_cast<uint32_t>(id));
 }

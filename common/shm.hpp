@@ -56,6 +56,9 @@ class Segment {
   uint8_t* base() const { return base_; }
   // False when the file at /dev/shm/<name> is gone or is another file than the one mapped.
   bool still_linked() const;
+  // Takes an exclusive open-file-description lock on byte `index` of the file, held until this
+  // process exits (the kernel drops it even on SIGKILL). False if another process holds it.
+  bool try_lock_byte(uint32_t index) const;
 
   shm::SegmentHeader& header() const { return *reinterpret_cast<shm::SegmentHeader*>(base_); }
   const shm::Capacities& caps() const { return header().caps; }

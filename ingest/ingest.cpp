@@ -69,13 +69,17 @@ int Ingest::run() {
       backoff_.reset();
     } catch (const RedisError& e) {
       if (e.kind() == RedisErrorKind::Auth) throw;
-      if (!e.connection_lost()) {
-        handle_reply_error(e);
+      if (e.server_message().rfind("NOGROUP", 0) == 0) {
+        report_vanished_group(e);
       } else {
         outage_.failed("read " + cfg_.stream, e);
-        stage_.set_state(shm::StageState::WaitingRedis);
-        sleep_unless_stopped(backoff_.next_delay_ms());
       }
+      // Any failure (also LOADING, BUSY, READONLY...) starts over from a fresh connection: the
+      // group and marker are checked again and the pending list is re-read, so entries delivered
+      // in a reply we never saw are counted.
+      conn_.disconnect();
+      stage_.set_state(shm::StageState::WaitingRedis);
+      sleep_unless_stopped(backoff_.next_delay_ms());
     }
   }
   stage_.set_state(shm::StageState::Draining);
@@ -85,18 +89,13 @@ int Ingest::run() {
   return EXIT_SUCCESS;
 }
 
-void Ingest::handle_reply_error(const RedisError& e) {
-  if (e.server_message().rfind("NOGROUP", 0) == 0) {
-    // The stream or the group was deleted while we ran. Re-creating the group at 0 re-delivers
-    // what is still in the stream; IDs at or below counted_id are skipped, so nothing we counted is
-    // counted twice by us.
-    spdlog::error("Consumer group {} or stream {} vanished ({}); re-creating the group",
-                  cfg_.group, cfg_.stream, e.server_message());
-    prepare_redis();
-    return;
-  }
-  outage_.failed("read " + cfg_.stream, e);
-  sleep_unless_stopped(backoff_.next_delay_ms());
+void Ingest::report_vanished_group(const RedisError& e) {
+  // The stream or the group was deleted while we ran. Re-creating the group at 0 re-delivers
+  // what is still in the stream; IDs at or below counted_id are skipped, so nothing we counted is
+  // counted twice by us.
+  spdlog::error("Consumer group {} or stream {} vanished ({}); re-creating the group at 0",
+                cfg_.group, cfg_.stream, e.server_message());
+  stage_.block().redis_errors.fetch_add(1, std::memory_order_relaxed);
 }
 
 void Ingest::read_once() {

@@ -24,7 +24,7 @@ class Ingest {
   void read_once();           // one XREADGROUP and its batch
   void process(const redisReply* entries);
   bool add_waiting(StreamId id, const Normalized* msg);  // false: stop requested while waiting
-  void handle_reply_error(const RedisError& e);
+  void report_vanished_group(const RedisError& e);
 
   const Config& cfg_;
   Segment& seg_;

@@ -46,7 +46,7 @@ bool Rollup::ensure_connected() {
     } catch (const RedisError& e) {
       if (e.kind() == RedisErrorKind::Auth) throw;
       outage_.failed("resolve the commit marker", e);
-      if (e.connection_lost()) conn_.disconnect();
+      conn_.disconnect();  // LOADING, BUSY...: start over on a fresh connection
       sleep_unless_stopped(backoff_.next_delay_ms());
       if (stop_requested()) return false;
     }
@@ -100,7 +100,7 @@ int Rollup::run() {
       if (e.kind() == RedisErrorKind::Auth) throw;
       outage_.failed("commit to Redis", e);
       stage_.set_state(shm::StageState::WaitingRedis);
-      if (e.connection_lost()) conn_.disconnect();
+      conn_.disconnect();  // a fresh connection, then the pending commit is resolved first
       started_ = false;  // resolve the pending commit against the marker before anything else
       sleep_unless_stopped(backoff_.next_delay_ms());
       continue;

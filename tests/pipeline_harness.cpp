@@ -1,0 +1,267 @@
+// Integration-test harness: the three real stages, drains, loadgen runs and bucket comparison.
+#include "pipeline_harness.hpp"
+
+#include <hiredis/hiredis.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstdio>
+#include <cstdlib>
+#include <fstream>
+#include <sstream>
+#include <stdexcept>
+
+#include "keys.hpp"
+#include "stream_id.hpp"
+
+namespace p35::test {
+
+namespace {
+std::atomic<int> g_pipelines{0};
+
+const char* bin_var(Stage s) {
+  switch (s) {
+    case Stage::Ingest: return "P35_INGEST_BIN";
+    case Stage::Rollup: return "P35_ROLLUP_BIN";
+    case Stage::Ackd: return "P35_ACKD_BIN";
+  }
+  return "";
+}
+}  // namespace
+
+const char* stage_label(Stage s) {
+  switch (s) {
+    case Stage::Ingest: return "ingest";
+    case Stage::Rollup: return "rollup";
+    case Stage::Ackd: return "ackd";
+  }
+  return "?";
+}
+
+std::string env_or(const char* name, const std::string& fallback) {
+  const char* v = std::getenv(name);
+  return v != nullptr && *v != '\0' ? std::string(v) : fallback;
+}
+
+Pipeline::Pipeline(RedisServer& redis, PipelineOptions options)
+    : redis_(redis), opt_(std::move(options)) {
+  if (opt_.shm_name.empty())
+    opt_.shm_name = "p35test-" + std::to_string(getpid()) + "-" + std::to_string(g_pipelines++);
+  if (opt_.log_dir.empty()) opt_.log_dir = redis_.dir();
+  remove_segment();
+}
+
+Pipeline::~Pipeline() {
+  for (auto& p : procs_)
+    if (p) p->kill_and_reap();
+  remove_segment();
+}
+
+void Pipeline::remove_segment() { ::unlink(("/dev/shm/" + opt_.shm_name).c_str()); }
+
+std::string Pipeline::log_path(Stage s) const {
+  return opt_.log_dir + "/" + opt_.shm_name + "-" + stage_label(s) + ".log";
+}
+
+void Pipeline::start(Stage s) {
+  auto& p = procs_[static_cast<size_t>(s)];
+  if (p && p->alive()) return;
+  SpawnOptions so;
+  so.env = opt_.env;
+  so.env["REDIS_SOCKET"] = redis_.socket_path();
+  so.env["P35_SHM_NAME"] = opt_.shm_name;
+  so.env["P35_CONSUMER"] = opt_.consumer;
+  so.env["P35_KEY_PREFIX"] = opt_.key_prefix;
+  so.env["P35_STREAM"] = opt_.stream;
+  if (so.env.count("LOG_LEVEL") == 0) so.env["LOG_LEVEL"] = "INFO";
+  so.log_path = log_path(s);
+  p = std::make_unique<ChildProcess>(std::vector<std::string>{env_or(bin_var(s), "")}, so);
+}
+
+void Pipeline::start_all() {
+  start(Stage::Ackd);
+  start(Stage::Rollup);
+  start(Stage::Ingest);
+}
+
+bool Pipeline::alive(Stage s) {
+  auto& p = procs_[static_cast<size_t>(s)];
+  return p && p->alive();
+}
+
+void Pipeline::kill(Stage s, int sig) {
+  auto& p = procs_[static_cast<size_t>(s)];
+  if (!p) return;
+  if (sig == 9) {
+    p->kill_and_reap();
+  } else {
+    p->send_signal(sig);
+  }
+}
+
+ExitStatus Pipeline::stop(Stage s, int deadline_ms) {
+  auto& p = procs_[static_cast<size_t>(s)];
+  if (!p) throw std::logic_error(std::string("stage not started: ") + stage_label(s));
+  if (p->alive()) p->send_signal(SIGTERM);
+  auto st = p->wait_exit(deadline_ms);
+  if (!st) return p->kill_and_reap();
+  return *st;
+}
+
+std::string Pipeline::logs_tail() const {
+  std::string out;
+  for (Stage s : kStages)
+    out += std::string("--- ") + stage_label(s) + " ---\n" + file_tail(log_path(s), 25);
+  return out;
+}
+
+std::map<std::string, std::string> hgetall(Connection& conn, const std::string& key) {
+  std::map<std::string, std::string> m;
+  const Reply r = conn.command({"HGETALL", key});
+  for (size_t i = 0; i + 1 < r.size(); i += 2)
+    m[std::string(reply_str(r.element(i)))] = std::string(reply_str(r.element(i + 1)));
+  return m;
+}
+
+bool drained(Connection& conn, const PipelineOptions& opt) {
+  const Reply info = conn.command({"XINFO", "STREAM", opt.stream});
+  std::string last;
+  for (size_t i = 0; i + 1 < info.size(); i += 2)
+    if (reply_str(info.element(i)) == "last-generated-id") last = std::string(reply_str(info.element(i + 1)));
+  const Reply groups = conn.command({"XINFO", "GROUPS", opt.stream});
+  long long pending = -1, lag = -1;
+  for (size_t g = 0; g < groups.size(); ++g) {
+    const redisReply* e = groups.element(g);
+    for (size_t k = 0; k + 1 < e->elements; k += 2) {
+      const auto name = reply_str(e->element[k]);
+      if (name == "pending") pending = e->element[k + 1]->integer;
+      if (name == "lag" && e->element[k + 1]->type == REDIS_REPLY_INTEGER) lag = e->element[k + 1]->integer;
+    }
+  }
+  const Reply marker = conn.command({"GET", keys::marker(opt.key_prefix, opt.consumer)});
+  return pending == 0 && lag == 0 && !marker.is_nil() && marker.str() == last;
+}
+
+bool wait_drained(RedisServer& redis, const PipelineOptions& opt, int timeout_ms) {
+  return wait_until(
+      [&] {
+        try {
+          Connection c = redis.connect();
+          return drained(c, opt);
+        } catch (const std::exception&) {
+          return false;
+        }
+      },
+      timeout_ms, 50);
+}
+
+ExitStatus run_loadgen(RedisServer& redis, const std::vector<std::string>& args,
+                       const std::string& log_path) {
+  std::vector<std::string> argv{env_or("P35_LOADGEN_BIN", "p35-loadgen"), "--redis-socket",
+                                redis.socket_path()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  SpawnOptions so;
+  so.log_path = log_path;
+  ChildProcess p(argv, so);
+  auto st = p.wait_exit(600000);
+  if (!st) throw std::runtime_error("p35-loadgen did not finish within 600 s");
+  return *st;
+}
+
+Expectation read_expectation(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw std::runtime_error("cannot read expectation file " + path);
+  Expectation e;
+  std::string line;
+  while (std::getline(in, line)) {
+    std::vector<std::string> parts;
+    size_t start = 0;
+    for (size_t tab; (tab = line.find('\t', start)) != std::string::npos; start = tab + 1)
+      parts.push_back(line.substr(start, tab - start));
+    parts.push_back(line.substr(start));
+    if (parts[0] == "N" && parts.size() == 2) e.total = std::stoll(parts[1]);
+    else if (parts[0] == "B" && parts.size() == 4) e.buckets[parts[1]][parts[2]] += std::stoll(parts[3]);
+    else if (parts[0] == "U" && parts.size() == 4) e.unknowns[parts[1]][parts[2]] += std::stoll(parts[3]);
+    else throw std::runtime_error("bad expectation line: " + line);
+  }
+  return e;
+}
+
+namespace {
+
+// Fields that share one fixed-capacity table in a minute slot; whatever did not fit went to the
+// family's overflow field (DESIGN §4), so the family is exact as a whole.
+struct Family {
+  std::string prefix;
+  std::string overflow;
+};
+
+const Family* family_of(const std::vector<Family>& fams, const std::string& field) {
+  for (const auto& f : fams)
+    if (field.rfind(f.prefix, 0) == 0) return &f;
+  return nullptr;
+}
+
+// Fields outside any family must match exactly. Within a family, a field the table could not
+// hold is counted in the overflow field instead: each field has at most its expected count, and
+// the overflow field holds exactly the sum of what is missing.
+void compare_hash(Connection& conn, const std::string& key,
+                  const std::map<std::string, long long>& want, const std::vector<Family>& fams,
+                  std::vector<std::string>& diffs) {
+  const auto got = hgetall(conn, key);
+  const auto value = [&](const std::string& f) {
+    auto it = got.find(f);
+    return it == got.end() ? 0LL : std::stoll(it->second);
+  };
+  std::map<std::string, long long> deficit;
+  for (const auto& f : fams) deficit[f.overflow] = 0;
+  for (const auto& [f, n] : want) {
+    const long long g = value(f);
+    const Family* fam = family_of(fams, f);
+    if (g == n) continue;
+    if (fam != nullptr && g < n && f != fam->overflow) {
+      deficit[fam->overflow] += n - g;
+      continue;
+    }
+    diffs.push_back(key + " " + f + ": want " + std::to_string(n) + " got " + std::to_string(g));
+  }
+  for (const auto& [f, v] : got) {
+    if (want.count(f) != 0) continue;
+    const Family* fam = family_of(fams, f);
+    if (fam != nullptr && f == fam->overflow) continue;
+    if (v != "0") diffs.push_back(key + " unexpected " + f + " = " + v);
+  }
+  for (const auto& [ov, missing] : deficit) {
+    const long long want_ov = (want.count(ov) ? want.at(ov) : 0) + missing;
+    if (value(ov) != want_ov)
+      diffs.push_back(key + " " + ov + ": holds " + std::to_string(value(ov)) + " but " +
+                      std::to_string(want_ov) + " counts did not fit their fields");
+  }
+}
+
+}  // namespace
+
+std::vector<std::string> compare_buckets(Connection& conn, const Expectation& e,
+                                         const std::string& prefix, bool allow_overflow) {
+  std::vector<std::string> diffs;
+  std::vector<Family> bucket_families{
+      {"reason:", "reason:__overflow__"},
+      {"symbol_reason:", "symbol_reason:__overflow__:__overflow__"},
+      {"decision:UNKNOWN", "decision:UNKNOWN:__overflow__"}};
+  std::vector<Family> unknown_families{{"", "__overflow__"}};
+  if (!allow_overflow) bucket_families.clear(), unknown_families.clear();
+  for (const auto& [minute, fields] : e.buckets)
+    compare_hash(conn, prefix + "bucket:" + minute, fields, bucket_families, diffs);
+  for (const auto& [minute, members] : e.unknowns)
+    compare_hash(conn, prefix + "unknown:" + minute, members, unknown_families, diffs);
+  // Buckets the expectation does not know of would be counts from nowhere.
+  const Reply ks = conn.command({"KEYS", prefix + "bucket:*"});
+  for (size_t i = 0; i < ks.size(); ++i) {
+    const std::string k(reply_str(ks.element(i)));
+    if (e.buckets.count(k.substr(prefix.size() + 7)) == 0) diffs.push_back("unexpected bucket " + k);
+  }
+  return diffs;
+}
+
+}  // namespace p35::test

@@ -1,0 +1,79 @@
+// Integration-test harness: runs the real p35-ingest, p35-rollup and p35-ackd binaries against a
+// private redis-server, kills and restarts them, waits for a drain, and compares the buckets with
+// an expectation file written by p35-loadgen.
+#pragma once
+
+#include <array>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "process.hpp"
+#include "redis_fixture.hpp"
+
+namespace p35::test {
+
+enum class Stage { Ingest = 0, Rollup = 1, Ackd = 2 };
+inline constexpr std::array<Stage, 3> kStages{Stage::Ingest, Stage::Rollup, Stage::Ackd};
+const char* stage_label(Stage s);
+
+std::string env_or(const char* name, const std::string& fallback);
+
+struct PipelineOptions {
+  std::string consumer = "p35test";
+  std::string shm_name;   // default: unique per process and pipeline
+  std::string key_prefix = "quantum:p35:";
+  std::string stream = "quantum:stream:apply.result";
+  std::map<std::string, std::string> env;  // extra variables (P35_BATCH_SIZE, ...)
+  std::string log_dir;    // default: the redis server's dir
+};
+
+class Pipeline {
+ public:
+  Pipeline(RedisServer& redis, PipelineOptions options = {});
+  ~Pipeline();  // SIGKILL every stage and remove the segment
+
+  void start(Stage s);
+  void start_all();  // ackd, rollup, ingest: the target's order
+  bool alive(Stage s);
+  void kill(Stage s, int sig = 9);
+  // SIGTERM and wait; returns the exit status.
+  ExitStatus stop(Stage s, int deadline_ms = 20000);
+  void remove_segment();
+  const std::string& shm_name() const { return opt_.shm_name; }
+  const PipelineOptions& options() const { return opt_; }
+  std::string log_path(Stage s) const;
+  std::string logs_tail() const;  // the tail of every stage's log, for failure messages
+
+ private:
+  RedisServer& redis_;
+  PipelineOptions opt_;
+  std::array<std::unique_ptr<ChildProcess>, 3> procs_;
+};
+
+// The group has nothing pending and nothing undelivered, and the marker equals the stream's last
+// ID: every entry counted, committed and acked.
+bool drained(Connection& conn, const PipelineOptions& opt);
+bool wait_drained(RedisServer& redis, const PipelineOptions& opt, int timeout_ms);
+
+// Run p35-loadgen with the given arguments against the server; returns its exit status.
+ExitStatus run_loadgen(RedisServer& redis, const std::vector<std::string>& args,
+                       const std::string& log_path = "");
+
+struct Expectation {
+  std::map<std::string, std::map<std::string, long long>> buckets;   // minute -> field -> count
+  std::map<std::string, std::map<std::string, long long>> unknowns;  // minute -> member -> count
+  long long total = 0;
+};
+Expectation read_expectation(const std::string& path);
+// Every bucket and unknown hash compared field by field (missing, extra, different); each
+// difference is one line of the result. With allow_overflow, a reason, symbol-reason or unknown
+// field that did not fit its per-minute table may be missing as long as the family's
+// __overflow__ field holds exactly what is missing (decision counts stay strict).
+std::vector<std::string> compare_buckets(Connection& conn, const Expectation& e,
+                                         const std::string& key_prefix, bool allow_overflow = true);
+
+std::map<std::string, std::string> hgetall(Connection& conn, const std::string& key);
+
+}  // namespace p35::test

@@ -1,0 +1,256 @@
+// Integration tests of the three real stages against a private redis-server: exact buckets for a
+// varied corpus, snapshots, top-50 ties, trimmed entries, status, SIGTERM, Redis restart, SCRIPT
+// FLUSH and a reboot (segment deleted).
+#include <catch2/catch.hpp>
+#include <hiredis/hiredis.h>
+#include <signal.h>
+
+#include <chrono>
+#include <thread>
+
+#include "keys.hpp"
+#include "pipeline_harness.hpp"
+#include "rules.hpp"
+#include "stream_id.hpp"
+
+using namespace p35;
+using namespace p35::test;
+
+namespace {
+
+const std::string kStream = "quantum:stream:apply.result";
+const std::string kPrefix = "quantum:p35:";
+
+int64_t wall_minute() {
+  return std::chrono::duration_cast<std::chrono::minutes>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string join(const std::vector<std::string>& v, size_t max = 30) {
+  std::string out;
+  for (size_t i = 0; i < v.size() && i < max; ++i) out += v[i] + "\n";
+  if (v.size() > max) out += "... " + std::to_string(v.size() - max) + " more\n";
+  return out;
+}
+
+std::string tmp_file(const RedisServer& r, const std::string& name) { return r.dir() + "/" + name; }
+
+Expectation generate(RedisServer& redis, const std::vector<std::string>& args) {
+  const std::string expect = tmp_file(redis, "expect-" + std::to_string(std::rand()) + ".tsv");
+  std::vector<std::string> a = args;
+  a.push_back("--expect");
+  a.push_back(expect);
+  a.push_back("--quiet");
+  const auto st = run_loadgen(redis, a, tmp_file(redis, "loadgen.log"));
+  INFO(file_tail(tmp_file(redis, "loadgen.log")));
+  REQUIRE(st.exited_with(0));
+  return read_expectation(expect);
+}
+
+void require_exact(RedisServer& redis, Pipeline& p, const Expectation& e, int timeout_ms = 120000,
+                   bool allow_overflow = true) {
+  INFO(p.logs_tail());
+  REQUIRE(wait_drained(redis, p.options(), timeout_ms));
+  Connection c = redis.connect();
+  const auto diffs = compare_buckets(c, e, kPrefix, allow_overflow);
+  INFO(join(diffs));
+  CHECK(diffs.empty());
+}
+
+// Decision counts of window W computed from the expectation, for the given current minute.
+std::map<std::string, long long> expected_decisions(const Expectation& e, int64_t now, int minutes) {
+  std::map<std::string, long long> m{{"EXECUTE", 0}, {"SKIP", 0}, {"BLOCKED", 0}, {"ERROR", 0}};
+  for (const auto& [minute, fields] : e.buckets) {
+    bool in = false;
+    for (int64_t k = now - minutes + 1; k <= now; ++k) in = in || minute_key(k) == minute;
+    if (!in) continue;
+    for (const auto& [f, n] : fields)
+      if (f.rfind("decision:", 0) == 0) m[f.substr(9)] += n;
+  }
+  return m;
+}
+
+std::map<std::string, std::string> as_strings(const std::map<std::string, long long>& m) {
+  std::map<std::string, std::string> out;
+  for (const auto& [k, v] : m) out[k] = std::to_string(v);
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("A varied corpus is counted exactly once into every bucket field, with TTLs",
+          "[pipeline][redis]") {
+  RedisServer redis;
+  const auto e = generate(redis, {"--count", "8000", "--edge-cases", "--seed", "11"});
+  REQUIRE(e.total == 8000);
+  // Tables large enough for every distinct value of the corpus: every field must be exact.
+  PipelineOptions po;
+  po.env = {{"P35_REASONS_PER_MINUTE", "16384"}, {"P35_SYMBOL_REASONS_PER_MINUTE", "16384"},
+            {"P35_UNKNOWN_PER_MINUTE", "4096"}, {"P35_STRINGS", "65536"}};
+  Pipeline p(redis, po);
+  p.start_all();
+  require_exact(redis, p, e, 120000, false);
+
+  Connection c = redis.connect();
+  for (const auto& [minute, fields] : e.buckets) {
+    const Reply ttl = c.command({"TTL", kPrefix + "bucket:" + minute});
+    CHECK(ttl.integer() > 172800 - 120);
+    CHECK(ttl.integer() <= 172800);
+  }
+  const auto status = hgetall(c, kPrefix + "status");
+  CHECK(status.at("processed_total") == "8000");
+  CHECK(status.count("trimmed_total") == 0);
+  CHECK(status.at("consumer_name") == "p35test");
+  for (const char* f : {"pending_estimate", "last_id", "last_ts", "service_start_ts", "version",
+                        "ingest_rate", "ingest_state", "rollup_state", "ackd_state"})
+    CHECK(status.count(f) == 1);
+
+  // Snapshots: every window's decision counts equal the expectation for the current minute.
+  for (const auto& w : keys::kWindows) {
+    const bool ok = wait_until([&] {
+      const auto want = as_strings(expected_decisions(e, wall_minute(), w.minutes));
+      return hgetall(c, kPrefix + "decision:counts:" + w.name) == want;
+    }, 5000, 50);
+    INFO("window " << w.name);
+    CHECK(ok);
+    CHECK(c.command({"TTL", kPrefix + "decision:counts:" + w.name}).integer() > 86000);
+  }
+  // The 1h top-50 is the 50 largest reasons of the last hour.
+  const Reply top = c.command({"ZREVRANGE", kPrefix + "reason:top:1h", "0", "-1", "WITHSCORES"});
+  CHECK(top.size() == 100);
+  CHECK(c.command({"EXISTS", kPrefix + "unknown_decision:top:5m"}).integer() == 1);
+}
+
+TEST_CASE("Top-50 keeps the smaller name when the 50th place is tied", "[pipeline][redis]") {
+  RedisServer redis;
+  Connection c = redis.connect();
+  // 49 reasons with counts 100..52, then three tied at 10: only "tie-a" makes the cut.
+  for (int r = 0; r < 49; ++r)
+    for (int n = 0; n < 100 - r; ++n)
+      c.append({"XADD", kStream, "*", "decision", "BLOCKED", "reason", "r" + std::to_string(100 + r)});
+  for (const char* t : {"tie-c", "tie-a", "tie-b"})
+    for (int n = 0; n < 10; ++n) c.append({"XADD", kStream, "*", "decision", "SKIP", "reason", t});
+  const size_t total = [] { size_t s = 0; for (int r = 0; r < 49; ++r) s += size_t(100 - r); return s + 30; }();
+  for (size_t i = 0; i < total; ++i) REQUIRE_FALSE(c.read_reply().is_error());
+  Pipeline p(redis);
+  p.start_all();
+  INFO(p.logs_tail());
+  REQUIRE(wait_drained(redis, p.options(), 60000));
+  const bool ok = wait_until([&] {
+    return c.command({"ZCARD", kPrefix + "reason:top:5m"}).integer() == 50;
+  }, 5000, 50);
+  REQUIRE(ok);
+  CHECK(c.command({"ZSCORE", kPrefix + "reason:top:5m", "tie-a"}).str() == "10");
+  CHECK(c.command({"ZSCORE", kPrefix + "reason:top:5m", "tie-b"}).is_nil());
+  CHECK(c.command({"ZSCORE", kPrefix + "reason:top:5m", "tie-c"}).is_nil());
+  CHECK(c.command({"ZSCORE", kPrefix + "reason:top:5m", "r100"}).str() == "100");
+}
+
+TEST_CASE("Pending entries whose message was trimmed are acked and counted as trimmed_total",
+          "[pipeline][redis]") {
+  RedisServer redis;
+  Connection c = redis.connect();
+  c.command({"XGROUP", "CREATE", kStream, "p35_decision_intel", "0", "MKSTREAM"});
+  std::vector<std::string> ids;
+  for (int i = 0; i < 10; ++i)
+    ids.emplace_back(c.command({"XADD", kStream, "*", "decision", "EXECUTE", "reason", "x"}).str());
+  // Our consumer read them (as before a crash), then the producer's MAXLEN trimmed 7 of them.
+  c.command({"SET", kPrefix + "commit:p35test", "0-0"});
+  c.command({"XREADGROUP", "GROUP", "p35_decision_intel", "p35test", "COUNT", "100", "STREAMS", kStream, ">"});
+  for (int i = 0; i < 7; ++i) c.command({"XDEL", kStream, ids[static_cast<size_t>(i)]});
+  Pipeline p(redis);
+  p.start_all();
+  INFO(p.logs_tail());
+  REQUIRE(wait_drained(redis, p.options(), 30000));
+  const bool ok = wait_until([&] {
+    const auto s = hgetall(c, kPrefix + "status");
+    return s.count("trimmed_total") && s.at("trimmed_total") == "7" && s.at("processed_total") == "3";
+  }, 5000, 50);
+  CHECK(ok);
+  const auto b = hgetall(c, kPrefix + "bucket:" + minute_key(wall_minute()));
+  const auto b1 = hgetall(c, kPrefix + "bucket:" + minute_key(wall_minute() - 1));
+  const std::string n = b.count("decision:EXECUTE") ? b.at("decision:EXECUTE") : b1.at("decision:EXECUTE");
+  CHECK(n == "3");
+}
+
+TEST_CASE("SIGTERM stops each stage with exit 0 and leaves nothing committed unacked",
+          "[pipeline][redis]") {
+  RedisServer redis;
+  const auto e = generate(redis, {"--count", "20000", "--seed", "5"});
+  Pipeline p(redis);
+  p.start_all();
+  // Stop in the target's stop order while work is in flight: ingest, rollup, ackd.
+  REQUIRE(wait_until([&] {
+    Connection c = redis.connect();
+    return !c.command({"GET", kPrefix + "commit:p35test"}).is_nil() &&
+           c.command({"GET", kPrefix + "commit:p35test"}).str() != "0-0";
+  }, 20000));
+  for (Stage s : {Stage::Ingest, Stage::Rollup, Stage::Ackd}) {
+    const auto st = p.stop(s);
+    INFO(stage_label(s) << ": " << st.describe() << "\n" << p.logs_tail());
+    CHECK(st.exited_with(0));
+  }
+  Connection c = redis.connect();
+  const std::string marker(c.command({"GET", kPrefix + "commit:p35test"}).str());
+  // Everything at or below the marker is acked: the pending list holds only IDs above it.
+  const Reply pend = c.command({"XPENDING", kStream, "p35_decision_intel", "-", "+", "1"});
+  if (pend.size() > 0) {
+    const auto first = StreamId::parse(reply_str(pend.element(0)->element[0]));
+    CHECK(*first > *StreamId::parse(marker));
+  }
+  // And a restart finishes the job exactly.
+  p.start_all();
+  require_exact(redis, p, e);
+}
+
+TEST_CASE("A Redis restart (AOF) and a SCRIPT FLUSH mid-run keep the counts exact",
+          "[pipeline][redis]") {
+  RedisServerOptions ro;
+  ro.appendonly = true;
+  RedisServer redis(ro);
+  const auto e = generate(redis, {"--count", "150000", "--seed", "7"});
+  PipelineOptions po;
+  po.env["P35_BATCH_SIZE"] = "500";
+  Pipeline p(redis, po);
+  p.start_all();
+  const auto committed_some = [&](long long at_least) {
+    return wait_until([&] {
+      try {
+        Connection c = redis.connect();
+        const auto s = hgetall(c, kPrefix + "status");
+        return s.count("processed_total") && std::stoll(s.at("processed_total")) >= at_least;
+      } catch (const std::exception&) {
+        return false;
+      }
+    }, 60000, 5);
+  };
+  REQUIRE(committed_some(20000));
+  redis.restart();
+  REQUIRE(committed_some(60000));
+  {
+    Connection c = redis.connect();
+    c.command({"SCRIPT", "FLUSH"});
+  }
+  REQUIRE(committed_some(90000));
+  redis.kill();  // a crash: appendfsync always keeps every acknowledged write
+  redis.start();
+  require_exact(redis, p, e, 180000);
+}
+
+TEST_CASE("A reboot (all stages killed, segment deleted) re-reads the pending list exactly",
+          "[pipeline][redis]") {
+  RedisServer redis;
+  const auto e = generate(redis, {"--count", "60000", "--seed", "9"});
+  PipelineOptions po;
+  po.env["P35_BATCH_SIZE"] = "300";
+  Pipeline p(redis, po);
+  for (int round = 0; round < 5; ++round) {
+    p.start_all();
+    std::this_thread::sleep_for(std::chrono::milliseconds(150 + 100 * round));  // let work start
+    for (Stage s : kStages) p.kill(s);
+    p.remove_segment();
+  }
+  p.start_all();
+  require_exact(redis, p, e);
+}
