@@ -254,3 +254,68 @@ TEST_CASE("A reboot (all stages killed, segment deleted) re-reads the pending li
   p.start_all();
   require_exact(redis, p, e);
 }
+
+TEST_CASE("Stages started in reverse order and at the same instant count exactly",
+          "[pipeline][redis]") {
+  RedisServer redis;
+  const auto e = generate(redis, {"--count", "30000", "--seed", "21"});
+  Pipeline p(redis);
+  p.start(Stage::Ingest);
+  p.start(Stage::Rollup);
+  p.start(Stage::Ackd);
+  require_exact(redis, p, e);
+  // Again on a fresh segment, all three spawned back to back.
+  for (Stage s : kStages) p.kill(s);
+  p.remove_segment();
+  const auto e2 = generate(redis, {"--count", "30000", "--seed", "22"});
+  Expectation both = e;
+  for (const auto& [m, f] : e2.buckets)
+    for (const auto& [k, n] : f) both.buckets[m][k] += n;
+  for (const auto& [m, f] : e2.unknowns)
+    for (const auto& [k, n] : f) both.unknowns[m][k] += n;
+  p.start_all();
+  require_exact(redis, p, both);
+}
+
+TEST_CASE("CLIENT PAUSE of all writes mid-run is waited out and the counts stay exact",
+          "[pipeline][redis]") {
+  RedisServer redis;
+  const auto e = generate(redis, {"--count", "100000", "--seed", "31"});
+  PipelineOptions po;
+  po.env["P35_BATCH_SIZE"] = "500";
+  po.env["P35_COMMAND_TIMEOUT_MS"] = "2000";  // shorter than the pause: timeouts happen too
+  Pipeline p(redis, po);
+  p.start_all();
+  Connection c = redis.connect();
+  REQUIRE(wait_until([&] { return hgetall(c, kPrefix + "status").count("processed_total") == 1; }, 30000));
+  c.command({"CLIENT", "PAUSE", "3000", "WRITE"});
+  require_exact(redis, p, e);
+  // One outage is logged once when it starts and once when it ends, not per retry.
+  const std::string log = file_tail(p.log_path(Stage::Rollup), 200);
+  size_t warnings = 0;
+  for (size_t at = 0; (at = log.find("[warning] Failed to", at)) != std::string::npos; ++at) ++warnings;
+  CHECK(warnings <= 2);
+}
+
+TEST_CASE("Minutes older than every window are committed, and empty windows read zero",
+          "[pipeline][redis]") {
+  RedisServer redis;
+  // Entries from five hours ago (explicit IDs) spread over 200 minutes: more minutes than the
+  // 128-slot ring holds, so slots are recycled once committed, all outside the 1 h window.
+  const auto start_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                            std::chrono::system_clock::now().time_since_epoch()).count() - 5 * 3600 * 1000;
+  const auto e = generate(redis, {"--count", "12000", "--seed", "41", "--explicit-ids", "--start-ms",
+                                  std::to_string(start_ms), "--id-step-ms", "1000"});
+  REQUIRE(e.buckets.size() >= 190);
+  Pipeline p(redis);
+  p.start_all();
+  require_exact(redis, p, e);
+  Connection c = redis.connect();
+  const std::map<std::string, std::string> zeros{{"EXECUTE", "0"}, {"SKIP", "0"}, {"BLOCKED", "0"}, {"ERROR", "0"}};
+  for (const auto& w : keys::kWindows) {
+    INFO("window " << w.name);
+    CHECK(wait_until([&] { return hgetall(c, kPrefix + "decision:counts:" + w.name) == zeros; }, 5000));
+    CHECK(c.command({"EXISTS", kPrefix + "reason:top:" + std::string(w.name)}).integer() == 0);
+  }
+  CHECK(c.command({"EXISTS", kPrefix + "unknown_decision:top:5m"}).integer() == 0);
+}
