@@ -1,0 +1,262 @@
+// p35-shm's read-only pass over a segment and its three renderings (text, JSON, Prometheus).
+#include "inspect.hpp"
+
+#include <signal.h>
+
+#include <algorithm>
+#include <ctime>
+#include <fmt/format.h>
+#include <map>
+
+#include "rules.hpp"
+#include "snapshots.hpp"
+
+namespace p35::inspect {
+
+namespace {
+
+uint64_t ld(const std::atomic<uint64_t>& w) { return w.load(std::memory_order_relaxed); }
+
+constexpr const char* kDecisionNames[5] = {"EXECUTE", "SKIP", "BLOCKED", "ERROR", "UNKNOWN"};
+constexpr const char* kTotalNames[shm::kTotalCount] = {
+    "processed", "trimmed", "overflow_reason", "overflow_symbol_reason", "overflow_unknown",
+    "overflow_string", "late"};
+
+std::string json_escape(std::string_view s) {
+  std::string out;
+  for (unsigned char c : s) {
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      default:
+        if (c < 0x20) out += fmt::format("\\u{:04x}", c);
+        else out += static_cast<char>(c);
+    }
+  }
+  return out;
+}
+
+std::string iso_time(int64_t unix_ms) {
+  const time_t t = static_cast<time_t>(unix_ms / 1000);
+  std::tm tm{};
+  gmtime_r(&t, &tm);
+  char buf[32];
+  std::strftime(buf, sizeof buf, "%Y-%m-%dT%H:%M:%SZ", &tm);
+  return buf;
+}
+
+StageView stage_view(const Segment& seg, shm::StageId id, int64_t now_ms) {
+  auto& b = seg.stage(id);
+  StageView v;
+  v.name = stage_name(id);
+  v.pid = ld(b.pid);
+  v.alive = v.pid > 0 && ::kill(static_cast<pid_t>(v.pid), 0) == 0;
+  v.heartbeat_age_ms = b.heartbeat_unix_ms.load() == 0 ? -1 : now_ms - b.heartbeat_unix_ms.load();
+  v.state = v.alive ? state_name(b.state.load()) : "dead";
+  v.starts = b.starts.load();
+  v.read = ld(b.read);
+  v.counted = ld(b.counted);
+  v.committed = ld(b.committed);
+  v.acked = ld(b.acked);
+  v.waits = ld(b.waits);
+  v.redis_errors = ld(b.redis_errors);
+  v.outages = ld(b.outages);
+  v.skipped = ld(b.skipped);
+  v.conflicts = ld(b.conflicts);
+  v.batches = ld(b.batches);
+  const int64_t since = b.outage_since_unix_ms.load();
+  v.outage_ms = since == 0 ? 0 : now_ms - since;
+  return v;
+}
+
+MinuteView minute_view(const Segment& seg, uint32_t i) {
+  auto& s = seg.slot(i);
+  MinuteView m;
+  m.minute = s.minute.load();
+  m.late = i >= seg.caps().ring_slots;
+  m.messages = ld(s.messages);
+  for (uint32_t d = 0; d < 4; ++d) m.decisions[d] = ld(s.decisions[d]);
+  for (uint32_t j = 0; j < seg.caps().unknown_cap; ++j) m.decisions[4] += ld(seg.unknowns(s)[j].count);
+  m.decisions[4] += ld(s.overflow_unknown);
+  m.reasons_used = ld(s.reason_used);
+  m.symbol_reasons_used = ld(s.symbol_reason_used);
+  m.unknown_used = ld(s.unknown_used);
+  m.overflow = ld(s.overflow_reason) + ld(s.overflow_symbol_reason) + ld(s.overflow_unknown);
+  const uint64_t tag = (ld(s.gen) << 32) | (ld(s.version) & 0xffffffffULL);
+  m.committed = seg.slot_meta()[i].committed_tag.load() == tag;
+  return m;
+}
+
+}  // namespace
+
+Snapshot take(const Segment& seg, int window_minutes, int64_t now_ms) {
+  Snapshot s;
+  const auto& h = seg.header();
+  s.name = seg.name();
+  s.layout_version = h.layout_version;
+  s.size = h.segment_size;
+  s.fingerprint = h.fingerprint;
+  s.fingerprint_text = std::string(h.fingerprint_text, strnlen(h.fingerprint_text, sizeof h.fingerprint_text));
+  s.created_unix_ms = h.created_unix_ms;
+  s.caps = h.caps;
+  for (uint32_t i = 0; i < shm::kStageCount; ++i)
+    s.stages.push_back(stage_view(seg, static_cast<shm::StageId>(i), now_ms));
+  s.counted = read_id(seg.ingest().counted_pub);
+  s.committed = read_id(seg.rollup().committed);
+  s.acked = read_id(seg.ackd().acked);
+  s.id_log_head = seg.ingest().id_log_head.load();
+  s.id_log_tail = seg.ackd().id_log_tail.load();
+  for (uint32_t t = 0; t < shm::kTotalCount; ++t) s.totals[t] = ld(seg.ingest().totals[t]);
+  s.journal_pending = seg.ingest().journal_count.load() != 0;
+  s.commit_pending = seg.rollup().pending_state.load() != 0;
+  s.commits = seg.rollup().commit_count.load();
+  for (uint32_t i = 0; i < seg.slot_count(); ++i) {
+    if (seg.slot(i).minute.load() == shm::kEmptyMinute) continue;
+    auto m = minute_view(seg, i);
+    (m.late ? s.late_used : s.ring_used) += 1;
+    s.minutes.push_back(m);
+  }
+  std::sort(s.minutes.begin(), s.minutes.end(),
+            [](const auto& a, const auto& b) { return a.minute < b.minute; });
+  // Top reasons of the window from rollup's committed shadow (what Redis holds).
+  const auto windows = compute_windows(seg, now_ms / 60000);
+  std::map<std::string, uint64_t> reasons;
+  for (uint32_t i = 0; i < seg.slot_count(); ++i) {
+    const auto side = static_cast<uint32_t>(seg.slot_meta()[i].side.load());
+    auto& sh = seg.shadow(side, i);
+    const int64_t minute = sh.minute.load();
+    if (minute == shm::kEmptyMinute || minute <= now_ms / 60000 - window_minutes) continue;
+    for (uint32_t j = 0; j < seg.caps().reason_cap; ++j) {
+      const auto& e = seg.reasons(sh)[j];
+      if (const uint64_t k = ld(e.key); k != 0)
+        reasons[std::string(seg.string_at(static_cast<uint32_t>(k - 1)))] += ld(e.count);
+    }
+  }
+  (void)windows;
+  s.top_reasons = top_n(reasons, 10);
+  // Strings in use: those referenced by a live slot (approximated by non-empty lengths).
+  for (uint32_t i = 0; i < seg.caps().string_cap; ++i)
+    if (seg.strings()[i].length.load(std::memory_order_relaxed) != 0) ++s.strings_used;
+  return s;
+}
+
+std::string render_text(const Snapshot& s, int window_minutes) {
+  std::string o;
+  o += fmt::format("segment   /dev/shm/{}  layout v{}  {:.1f} MiB  created {}\n", s.name,
+                   s.layout_version, static_cast<double>(s.size) / 1048576.0, iso_time(s.created_unix_ms));
+  o += fmt::format("for       {}  (fingerprint {:016x})\n", s.fingerprint_text, s.fingerprint);
+  o += "stages    name    pid      alive  state          heartbeat  starts  waits  redis-errors\n";
+  for (const auto& st : s.stages)
+    o += fmt::format("          {:<7} {:<8} {:<6} {:<14} {:>7} ms {:>6} {:>6} {:>13}\n", st.name,
+                     st.pid, st.alive ? "yes" : "NO", st.state, st.heartbeat_age_ms, st.starts,
+                     st.waits, st.redis_errors);
+  o += fmt::format("watermark counted {}  committed {}  acked {}\n", s.counted.str(),
+                   s.committed.str(), s.acked.str());
+  o += fmt::format("id log    {} unacked of {}   journal {}   commit {}   commits {}\n",
+                   s.id_log_head - s.id_log_tail, s.caps.id_log_cap,
+                   s.journal_pending ? "PENDING" : "clear", s.commit_pending ? "IN FLIGHT" : "clear",
+                   s.commits);
+  o += fmt::format("ring      {}/{} slots  late lane {}/{}  strings ~{}/{}\n", s.ring_used,
+                   s.caps.ring_slots, s.late_used, s.caps.late_slots, s.strings_used, s.caps.string_cap);
+  o += "totals   ";
+  for (uint32_t t = 0; t < shm::kTotalCount; ++t) o += fmt::format(" {}={}", kTotalNames[t], s.totals[t]);
+  o += "\n\nper-minute decisions (last 60 minutes in the ring; # = EXECUTE, . = other)\n";
+  uint64_t peak = 1;
+  for (const auto& m : s.minutes) peak = std::max(peak, m.messages);
+  const size_t from = s.minutes.size() > 60 ? s.minutes.size() - 60 : 0;
+  for (size_t i = from; i < s.minutes.size(); ++i) {
+    const auto& m = s.minutes[i];
+    const auto width = [&](uint64_t v) { return static_cast<size_t>(v * 50 / peak); };
+    o += fmt::format("  {} {:>7} {}{}{}\n", minute_key(m.minute).substr(8), m.messages,
+                     std::string(width(m.decisions[0]), '#'),
+                     std::string(width(m.messages) - std::min(width(m.messages), width(m.decisions[0])), '.'),
+                     m.late ? " (late)" : m.committed ? "" : " (uncommitted)");
+  }
+  o += fmt::format("\ntop reasons, last {} min (committed)\n", window_minutes);
+  for (const auto& [r, c] : s.top_reasons) o += fmt::format("  {:>9}  {}\n", c, r);
+  return o;
+}
+
+std::string render_json(const Snapshot& s) {
+  std::string o = "{";
+  o += fmt::format("\"segment\":{{\"name\":\"{}\",\"layout_version\":{},\"size\":{},"
+                   "\"fingerprint\":\"{:016x}\",\"for\":\"{}\",\"created_unix_ms\":{}}},",
+                   json_escape(s.name), s.layout_version, s.size, s.fingerprint,
+                   json_escape(s.fingerprint_text), s.created_unix_ms);
+  o += fmt::format("\"capacities\":{{\"ring_slots\":{},\"late_slots\":{},\"reasons_per_minute\":{},"
+                   "\"symbol_reasons_per_minute\":{},\"unknown_per_minute\":{},\"strings\":{},"
+                   "\"id_log\":{}}},",
+                   s.caps.ring_slots, s.caps.late_slots, s.caps.reason_cap, s.caps.symbol_reason_cap,
+                   s.caps.unknown_cap, s.caps.string_cap, s.caps.id_log_cap);
+  o += "\"stages\":[";
+  for (size_t i = 0; i < s.stages.size(); ++i) {
+    const auto& st = s.stages[i];
+    o += fmt::format("{}{{\"name\":\"{}\",\"pid\":{},\"alive\":{},\"state\":\"{}\","
+                     "\"heartbeat_age_ms\":{},\"starts\":{},\"read\":{},\"counted\":{},"
+                     "\"commits\":{},\"acked\":{},\"waits\":{},\"redis_errors\":{},\"outages\":{},"
+                     "\"outage_ms\":{},\"skipped\":{},\"conflicts\":{}}}",
+                     i ? "," : "", st.name, st.pid, st.alive, st.state, st.heartbeat_age_ms,
+                     st.starts, st.read, st.counted, st.committed, st.acked, st.waits,
+                     st.redis_errors, st.outages, st.outage_ms, st.skipped, st.conflicts);
+  }
+  o += "],";
+  o += fmt::format("\"watermarks\":{{\"counted\":\"{}\",\"committed\":\"{}\",\"acked\":\"{}\"}},",
+                   s.counted.str(), s.committed.str(), s.acked.str());
+  o += fmt::format("\"id_log\":{{\"head\":{},\"tail\":{},\"unacked\":{}}},", s.id_log_head,
+                   s.id_log_tail, s.id_log_head - s.id_log_tail);
+  o += fmt::format("\"journal_pending\":{},\"commit_pending\":{},\"commits\":{},", s.journal_pending,
+                   s.commit_pending, s.commits);
+  o += fmt::format("\"ring\":{{\"used\":{},\"late_used\":{},\"strings_used\":{}}},", s.ring_used,
+                   s.late_used, s.strings_used);
+  o += "\"totals\":{";
+  for (uint32_t t = 0; t < shm::kTotalCount; ++t)
+    o += fmt::format("{}\"{}\":{}", t ? "," : "", kTotalNames[t], s.totals[t]);
+  o += "},\"minutes\":[";
+  for (size_t i = 0; i < s.minutes.size(); ++i) {
+    const auto& m = s.minutes[i];
+    o += fmt::format("{}{{\"minute\":\"{}\",\"late\":{},\"committed\":{},\"messages\":{},"
+                     "\"EXECUTE\":{},\"SKIP\":{},\"BLOCKED\":{},\"ERROR\":{},\"UNKNOWN\":{},"
+                     "\"reasons_used\":{},\"symbol_reasons_used\":{},\"overflow\":{}}}",
+                     i ? "," : "", minute_key(m.minute), m.late, m.committed, m.messages,
+                     m.decisions[0], m.decisions[1], m.decisions[2], m.decisions[3], m.decisions[4],
+                     m.reasons_used, m.symbol_reasons_used, m.overflow);
+  }
+  o += "],\"top_reasons\":[";
+  for (size_t i = 0; i < s.top_reasons.size(); ++i)
+    o += fmt::format("{}{{\"reason\":\"{}\",\"count\":{}}}", i ? "," : "",
+                     json_escape(s.top_reasons[i].first), s.top_reasons[i].second);
+  o += "]}\n";
+  return o;
+}
+
+std::string render_prometheus(const Snapshot& s) {
+  std::string o;
+  const std::string seg = fmt::format("segment=\"{}\"", s.name);
+  o += "# HELP p35_stage_alive Whether the stage's recorded pid is alive.\n# TYPE p35_stage_alive gauge\n";
+  for (const auto& st : s.stages)
+    o += fmt::format("p35_stage_alive{{{},stage=\"{}\"}} {}\n", seg, st.name, st.alive ? 1 : 0);
+  o += "# HELP p35_stage_heartbeat_age_ms Milliseconds since the stage's last heartbeat.\n"
+       "# TYPE p35_stage_heartbeat_age_ms gauge\n";
+  for (const auto& st : s.stages)
+    o += fmt::format("p35_stage_heartbeat_age_ms{{{},stage=\"{}\"}} {}\n", seg, st.name, st.heartbeat_age_ms);
+  o += "# HELP p35_stage_waits_total Backpressure waits (ingest) or seqlock retries (rollup).\n"
+       "# TYPE p35_stage_waits_total counter\n";
+  for (const auto& st : s.stages)
+    o += fmt::format("p35_stage_waits_total{{{},stage=\"{}\"}} {}\n", seg, st.name, st.waits);
+  o += "# HELP p35_stage_redis_errors_total Failed Redis calls.\n# TYPE p35_stage_redis_errors_total counter\n";
+  for (const auto& st : s.stages)
+    o += fmt::format("p35_stage_redis_errors_total{{{},stage=\"{}\"}} {}\n", seg, st.name, st.redis_errors);
+  o += "# HELP p35_totals Counters kept by ingest (processed, trimmed, overflow...).\n# TYPE p35_totals counter\n";
+  for (uint32_t t = 0; t < shm::kTotalCount; ++t)
+    o += fmt::format("p35_totals{{{},kind=\"{}\"}} {}\n", seg, kTotalNames[t], s.totals[t]);
+  o += "# HELP p35_id_log_unacked Stream IDs counted but not yet acked.\n# TYPE p35_id_log_unacked gauge\n";
+  o += fmt::format("p35_id_log_unacked{{{}}} {}\n", seg, s.id_log_head - s.id_log_tail);
+  o += "# HELP p35_ring_slots_used Minute slots in use.\n# TYPE p35_ring_slots_used gauge\n";
+  o += fmt::format("p35_ring_slots_used{{{},lane=\"ring\"}} {}\n", seg, s.ring_used);
+  o += fmt::format("p35_ring_slots_used{{{},lane=\"late\"}} {}\n", seg, s.late_used);
+  o += "# HELP p35_commits_total Commits applied by rollup.\n# TYPE p35_commits_total counter\n";
+  o += fmt::format("p35_commits_total{{{}}} {}\n", seg, s.commits);
+  return o;
+}
+
+}  // namespace p35::inspect

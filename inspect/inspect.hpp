@@ -1,0 +1,62 @@
+// p35-shm's model of a segment: one read-only pass over the mapping into plain values, rendered
+// as text (with a per-minute chart), JSON or Prometheus exposition format.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "shm.hpp"
+
+namespace p35::inspect {
+
+struct StageView {
+  std::string name;
+  uint64_t pid = 0;
+  bool alive = false;
+  int64_t heartbeat_age_ms = 0;
+  std::string state;
+  uint32_t starts = 0;
+  uint64_t read = 0, counted = 0, committed = 0, acked = 0, waits = 0, redis_errors = 0,
+           outages = 0, skipped = 0, conflicts = 0, batches = 0;
+  int64_t outage_ms = 0;
+};
+
+struct MinuteView {
+  int64_t minute = 0;
+  bool late = false;
+  uint64_t messages = 0;
+  uint64_t decisions[5] = {0, 0, 0, 0, 0};  // EXECUTE SKIP BLOCKED ERROR UNKNOWN
+  uint64_t reasons_used = 0, symbol_reasons_used = 0, unknown_used = 0;
+  uint64_t overflow = 0;
+  bool committed = false;
+};
+
+struct Snapshot {
+  std::string name;
+  uint32_t layout_version = 0;
+  uint64_t size = 0;
+  uint64_t fingerprint = 0;
+  std::string fingerprint_text;
+  int64_t created_unix_ms = 0;
+  shm::Capacities caps{};
+  std::vector<StageView> stages;
+  StreamId counted, committed, acked;
+  uint64_t id_log_head = 0, id_log_tail = 0;
+  uint64_t totals[shm::kTotalCount] = {};
+  bool journal_pending = false, commit_pending = false;
+  uint64_t commits = 0;
+  std::vector<MinuteView> minutes;  // live slots in use, oldest first
+  std::vector<std::pair<std::string, uint64_t>> top_reasons;  // over the chosen window
+  uint32_t ring_used = 0, late_used = 0;
+  uint64_t strings_used = 0;
+};
+
+// Reads everything once; never writes, never waits on a writer for long.
+Snapshot take(const Segment& seg, int window_minutes, int64_t now_unix_ms);
+
+std::string render_text(const Snapshot& s, int window_minutes);
+std::string render_json(const Snapshot& s);
+std::string render_prometheus(const Snapshot& s);
+
+}  // namespace p35::inspect

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# The Debian 12 packages P3.5 builds, tests and demos with, installed only when missing.
+# Sourced by the other scripts.
+
+P35_PACKAGES=(
+  g++ meson ninja-build pkg-config
+  libhiredis-dev libboost-dev libspdlog-dev libfmt-dev libcxxopts-dev libsimdjson-dev
+  catch2 libsystemd-dev
+  redis-server redis-tools
+)
+
+p35_install_packages() {
+  local missing=()
+  for p in "${P35_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  if [ "$(id -u)" -ne 0 ]; then
+    echo "Missing packages: ${missing[*]}; run as root (or install them) first." >&2
+    return 1
+  fi
+  echo "== installing: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Debian starts the packaged redis-server as a service where it can; the tests never use it.
+}
