@@ -1,7 +1,9 @@
 // Creation (race-free, by link), validation and mapping of the shared-memory segment.
 #include "shm.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -72,12 +74,32 @@ uint8_t* map_fd(int fd, size_t size, bool writable) {
   return p == MAP_FAILED ? nullptr : static_cast<uint8_t*>(p);
 }
 
+// Remove "<name>.init.<pid>" files whose creator died before it could unlink them.
+void remove_stale_init_files(std::string_view name) {
+  DIR* d = ::opendir("/dev/shm");
+  if (d == nullptr) return;
+  const std::string prefix = std::string(name) + ".init.";
+  while (const dirent* e = ::readdir(d)) {
+    const std::string_view file(e->d_name);
+    if (file.substr(0, prefix.size()) != prefix) continue;
+    const std::string pid_text(file.substr(prefix.size()));
+    char* end = nullptr;
+    const long pid = std::strtol(pid_text.c_str(), &end, 10);
+    if (end == pid_text.c_str() || *end != '\0' || pid <= 0) continue;
+    if (::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH)
+      ::unlink(shm_path(file).c_str());
+  }
+  ::closedir(d);
+}
+
 // Create and initialise "<name>.init.<pid>", then link it to "<name>". Returns false if another
 // process linked its segment first.
 bool try_create(const SegmentSpec& spec, const shm::SectionOffsets& off) {
   const std::string final_path = shm_path(spec.name);
   const std::string tmp_path = fmt::format("{}.init.{}", final_path, getpid());
-  int fd = ::open(tmp_path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+  remove_stale_init_files(spec.name);
+  // A file with our own pid can only be a leftover of a dead process that had our pid: reuse it.
+  int fd = ::open(tmp_path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) throw ShmError(fmt::format("Failed to create {}: {}", tmp_path, errno_text()));
   const auto cleanup = [&] { ::close(fd); ::unlink(tmp_path.c_str()); };
   if (::fchmod(fd, 0600) != 0 || ::ftruncate(fd, static_cast<off_t>(off.end)) != 0) {
@@ -324,12 +346,13 @@ std::string_view Segment::string_at(uint32_t id) const {
 }
 
 void publish_id(shm::SeqId& dst, StreamId id) {
-  const uint64_t v = dst.lock.load(std::memory_order_relaxed);
-  dst.lock.store(v + 1, std::memory_order_relaxed);
+  uint64_t v = dst.lock.load(std::memory_order_relaxed);
+  // Odd already: a predecessor died between its stores; stay odd until the words are whole.
+  if ((v & 1) == 0) dst.lock.store(++v, std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_release);  // odd lock visible before the words
   dst.ms.store(id.ms, std::memory_order_relaxed);
   dst.seq.store(id.seq, std::memory_order_relaxed);
-  dst.lock.store(v + 2, std::memory_order_release);  // publishes both words
+  dst.lock.store(v + 1, std::memory_order_release);  // even: publishes both words
 }
 
 StreamId read_id(const shm::SeqId& src) {
