@@ -18,4 +18,11 @@ fi
 ninja -C "$build"
 
 echo "== meson test (unit, integration and chaos tests; each starts its own redis-server)"
-meson test -C "$build" --print-errorlogs --num-processes 2 "$@"
+log="$(mktemp)"
+trap 'rm -f "$log"' EXIT
+status=0
+meson test -C "$build" --print-errorlogs --num-processes 2 "$@" | tee "$log" || status=$?
+passed=$(awk '/^Ok:/ {print $2}' "$log")
+failed=$(awk '/^(Fail|Timeout|Unexpected Pass):/ {n += $NF} END {print n + 0}' "$log")
+echo "meson test: ${passed:-0} passed, ${failed:-0} failed"
+[ "$status" -eq 0 ] || exit "$status"
