@@ -11,6 +11,7 @@
 #include "futex.hpp"
 #include "keys.hpp"
 #include "rules.hpp"
+#include "snapshots.hpp"
 
 namespace p35 {
 
@@ -199,6 +200,14 @@ void Committer::build_args(CommitPlan& plan) {
     if (!unknown.empty())
       hashes.emplace_back(keys::unknown_minute(cfg_.key_prefix, minute), std::move(unknown));
   }
+  // Bump each touched minute's version in the same commit, so the snapshot writer (on whichever
+  // host holds the lease) re-reads exactly the buckets that changed.
+  Fields versions;
+  for (uint32_t i : plan.slots) {
+    const int64_t minute = seg_.shadow(1 - static_cast<uint32_t>(seg_.slot_meta()[i].side.load()), i).minute.load();
+    versions.emplace_back(minute_key(minute), 1);
+  }
+  if (!versions.empty()) hashes.emplace_back(bucket_versions_key(cfg_.key_prefix), std::move(versions));
   Fields totals;
   auto& rc = seg_.rollup();
   const uint32_t cur = static_cast<uint32_t>(rc.totals_side.load());
@@ -216,7 +225,8 @@ void Committer::build_args(CommitPlan& plan) {
   a.add(plan.prev.str()).add(plan.next.str());
   plan.fields = 0;
   for (const auto& h : hashes) {
-    a.add(h.first == status_key_ ? 0LL : static_cast<long long>(cfg_.bucket_ttl_s));
+    const bool keep = h.first == status_key_ || h.first == bucket_versions_key(cfg_.key_prefix);
+    a.add(keep ? 0LL : static_cast<long long>(cfg_.bucket_ttl_s));
     a.add(static_cast<long long>(h.second.size()));
     for (const auto& [field, d] : h.second) a.add(field).add(static_cast<long long>(d));
     plan.fields += h.second.size();

@@ -3,6 +3,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include <unistd.h>
+
 #include <algorithm>
 
 #include "futex.hpp"
@@ -13,7 +15,28 @@ Rollup::Rollup(const Config& cfg, Segment& seg)
     : cfg_(cfg), seg_(seg), stage_(seg, shm::StageId::Rollup),
       conn_(RedisOptions::from_config(cfg, "p35-rollup:" + cfg.consumer)),
       outage_("rollup", &stage_.block()), backoff_(cfg.reconnect_max_ms), committer_(cfg, seg),
-      snapshots_(cfg, seg), status_(cfg, seg) {}
+      snapshots_(cfg, seg), status_(cfg, seg), claimer_(cfg), lease_(cfg) {}
+
+int Rollup::abandon_segment(const std::string& why) {
+  stage_.block().conflicts.fetch_add(1, std::memory_order_relaxed);
+  spdlog::critical("Commit marker conflict: {}. Another host took over our entries (or Redis lost "
+                   "data). Dropping the uncommitted counts: removing {} so that all stages restart "
+                   "on a fresh segment and re-read the pending list against the marker",
+                   why, shm_path(seg_.name()));
+  if (seg_.still_linked()) ::unlink(shm_path(seg_.name()).c_str());
+  return EXIT_FAILURE;
+}
+
+void Rollup::claim_if_due() {
+  const int64_t now = now_mono_ms();
+  if (now < next_claim_ms_) return;
+  // Often enough that a dead owner's entries wait little longer than the threshold itself.
+  next_claim_ms_ = now + std::clamp(cfg_.claim_idle_ms / 4, 1000, 30000);
+  const ClaimStats st = claimer_.run_once(conn_);
+  if (st.counted + st.trimmed + st.acked_only + st.legacy_acked > 0)
+    spdlog::info("Take-over round: {} counted, {} trimmed, {} already counted, {} legacy acked, "
+                 "{} lost races", st.counted, st.trimmed, st.acked_only, st.legacy_acked, st.conflicts);
+}
 
 bool Rollup::ensure_connected() {
   while (!started_) {
@@ -29,10 +52,8 @@ bool Rollup::ensure_connected() {
           spdlog::info("The commit in flight before the restart did not reach Redis; committing again");
           break;
         case Committer::Resolution::Conflict:
-          throw std::runtime_error("Refusing to commit: " + committer_.conflict_text() +
-                                   ". Another writer advanced the marker or Redis lost data; stop all "
-                                   "stages, remove the segment and start again to re-read the "
-                                   "pending list against the marker");
+          conflict_at_start_ = true;
+          return false;
         case Committer::Resolution::NoPending: break;
       }
       started_ = true;
@@ -58,24 +79,19 @@ bool Rollup::step() {
   uint64_t retries = 0;
   const auto outcome = committer_.commit(conn_, &retries);
   stage_.block().waits.fetch_add(retries, std::memory_order_relaxed);
-  if (outcome == Committer::Outcome::Conflict) {
-    stage_.block().conflicts.fetch_add(1, std::memory_order_relaxed);
-    spdlog::critical("Commit refused: {}. Another writer advanced our marker; dropping nothing and "
-                     "committing nothing until restarted on a fresh segment",
-                     committer_.conflict_text());
-    return false;
-  }
+  if (outcome == Committer::Outcome::Conflict) return false;
   if (outcome == Committer::Outcome::Committed) {
     stage_.block().committed.fetch_add(1, std::memory_order_relaxed);
     if (cfg_.commit_linger_ms > 0) sleep_unless_stopped(cfg_.commit_linger_ms);
   }
+  claim_if_due();
   const int64_t now = now_mono_ms();
   if (now >= next_snapshot_ms_) {
-    snapshots_.write(conn_, false);
+    if (lease_.hold(conn_)) snapshots_.write(conn_, false);
     next_snapshot_ms_ = now + cfg_.snapshot_interval_ms;
   }
   if (now >= next_status_ms_) {
-    status_.write(conn_);
+    status_.write(conn_, lease_.held());
     next_status_ms_ = now + cfg_.status_interval_ms;
     notify_status(fmt::format("committed {} commits={}", committer_.committed().str(),
                               seg_.rollup().commit_count.load()));
@@ -89,11 +105,14 @@ int Rollup::run() {
       spdlog::error("Segment {} was removed or replaced under us; exiting", shm_path(seg_.name()));
       return EXIT_FAILURE;
     }
-    if (!ensure_connected()) break;
+    if (!ensure_connected()) {
+      if (conflict_at_start_) return abandon_segment(committer_.conflict_text());
+      break;
+    }
     auto& bell = seg_.ingest().rollup_bell;
     const uint32_t seen = bell.load(std::memory_order_acquire);
     try {
-      if (!step()) return EXIT_FAILURE;
+      if (!step()) return abandon_segment(committer_.conflict_text());
       outage_.succeeded();
       backoff_.reset();
     } catch (const RedisError& e) {
@@ -124,8 +143,9 @@ void Rollup::finish() {
   }
   try {
     committer_.commit(conn_);
-    snapshots_.write(conn_, true);
-    status_.write(conn_);
+    if (lease_.hold(conn_)) snapshots_.write(conn_, true);
+    status_.write(conn_, lease_.held());
+    lease_.release(conn_);  // another host may take over the snapshots at once
     spdlog::info("Stopped: committed up to {}, final snapshots written", committer_.committed().str());
   } catch (const std::exception& e) {
     spdlog::warn("Failed to write the final commit and snapshots: {}", e.what());

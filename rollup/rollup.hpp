@@ -2,6 +2,7 @@
 // previous commit returned and there is something new), then keeps the snapshots and status fresh.
 #pragma once
 
+#include "claimer.hpp"
 #include "committer.hpp"
 #include "config.hpp"
 #include "daemon.hpp"
@@ -20,6 +21,10 @@ class Rollup {
   bool ensure_connected();  // false: stopping
   bool step();              // one commit and whatever is due; false on a conflict
   void finish();            // SIGTERM: last commit and final snapshots
+  void claim_if_due();      // take over other consumers' idle pending entries
+  // Our marker was moved by someone else: drop this segment so that all three stages start again
+  // on a fresh one and ingest re-reads the pending list against the marker (DESIGN §5.5).
+  int abandon_segment(const std::string& why);
 
   const Config& cfg_;
   Segment& seg_;
@@ -30,8 +35,12 @@ class Rollup {
   Committer committer_;
   SnapshotWriter snapshots_;
   StatusWriter status_;
+  Claimer claimer_;
+  Lease lease_;
+  int64_t next_claim_ms_ = 0;
   bool started_ = false;
   bool ready_sent_ = false;
+  bool conflict_at_start_ = false;
   int64_t next_snapshot_ms_ = 0;
   int64_t next_status_ms_ = 0;
 };

@@ -7,6 +7,9 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cstdlib>
+
+#include "rules.hpp"
 
 #include "daemon.hpp"
 #include "keys.hpp"
@@ -78,14 +81,116 @@ std::vector<std::pair<std::string, uint64_t>> top_n(const std::map<std::string, 
   return v;
 }
 
+std::string bucket_versions_key(const std::string& prefix) { return prefix + "bucketver"; }
+
+std::vector<WindowCounts> windows_from(const std::map<int64_t, MinuteCounts>& minutes,
+                                       int64_t now_minute) {
+  std::vector<WindowCounts> out(keys::kWindows.size());
+  for (auto& w : out)
+    for (const char* d : kDecisionNames) w.decisions[d] = 0;  // always present, 0 if none
+  for (const auto& [minute, m] : minutes) {
+    if (minute > now_minute) continue;
+    for (size_t k = 0; k < keys::kWindows.size(); ++k) {
+      if (minute <= now_minute - keys::kWindows[k].minutes) continue;
+      for (const auto& [n, c] : m.decisions) out[k].decisions[n] += c;
+      for (const auto& [n, c] : m.reasons) out[k].reasons[n] += c;
+      for (const auto& [n, c] : m.unknown_members) out[k].unknown_members[n] += c;
+    }
+  }
+  return out;
+}
+
+Lease::Lease(const Config& cfg) : cfg_(cfg), key_(cfg.key_prefix + "lease") {}
+
+namespace {
+constexpr int kLeaseMs = 3000;  // a dead holder's lease lapses within this
+const char* const kLeaseScript = R"LUA(#!lua
+local cur = redis.call('GET', KEYS[1])
+if cur == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
+if not cur then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) return 1 end
+return 0
+)LUA";
+const char* const kReleaseScript = R"LUA(#!lua
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+)LUA";
+}  // namespace
+
+bool Lease::hold(Connection& conn) {
+  const bool was = held_;
+  held_ = conn.command({"EVAL", kLeaseScript, "1", key_, cfg_.consumer, std::to_string(kLeaseMs)})
+              .integer() == 1;
+  if (held_ && !was) spdlog::info("Took the snapshot lease {}: this host writes the snapshots", key_);
+  if (!held_ && was) spdlog::info("Lost the snapshot lease {} to another host", key_);
+  return held_;
+}
+
+void Lease::release(Connection& conn) {
+  if (!held_) return;
+  conn.command({"EVAL", kReleaseScript, "1", key_, cfg_.consumer});
+  held_ = false;
+}
+
+void SnapshotWriter::refresh_minutes(Connection& conn, int64_t now_minute, bool& changed) {
+  const Reply v = conn.command({"HGETALL", bucket_versions_key(cfg_.key_prefix)});
+  std::map<std::string, int64_t, std::less<>> hour;  // the window's minute keys
+  for (int64_t k = now_minute - 59; k <= now_minute; ++k) hour.emplace(minute_key(k), k);
+  // Minute keys are fixed-width, so byte order is time order: older than a day is pruned.
+  const std::string prune_before = minute_key(now_minute - 24 * 60);
+  CommandArgs prune{"HDEL", bucket_versions_key(cfg_.key_prefix)};
+  std::vector<int64_t> stale;
+  for (size_t i = 0; i + 1 < v.size(); i += 2) {
+    const auto mk = reply_str(v.element(i));
+    if (mk < prune_before) prune.add(mk);
+    const auto it = hour.find(mk);
+    if (it == hour.end()) continue;
+    const std::string ver(reply_str(v.element(i + 1)));
+    if (versions_[it->second] == ver) continue;
+    versions_[it->second] = ver;
+    stale.push_back(it->second);
+  }
+  if (prune.size() > 2) conn.command(prune);
+  for (int64_t m : stale) {
+    conn.append({"HGETALL", keys::bucket(cfg_.key_prefix, m)});
+    conn.append({"HGETALL", keys::unknown_minute(cfg_.key_prefix, m)});
+  }
+  for (int64_t m : stale) {
+    MinuteCounts mc;
+    const Reply b = conn.read_reply();
+    const Reply u = conn.read_reply();
+    for (size_t i = 0; i + 1 < b.size(); i += 2) {
+      const auto f = reply_str(b.element(i));
+      const auto n = static_cast<uint64_t>(std::strtoull(reply_str(b.element(i + 1)).data(), nullptr, 10));
+      if (f.rfind("decision:", 0) == 0) mc.decisions[std::string(f.substr(9))] += n;
+      else if (f.rfind("reason:", 0) == 0) mc.reasons[std::string(f.substr(7))] += n;
+    }
+    for (size_t i = 0; i + 1 < u.size(); i += 2)
+      mc.unknown_members[std::string(reply_str(u.element(i)))] +=
+          static_cast<uint64_t>(std::strtoull(reply_str(u.element(i + 1)).data(), nullptr, 10));
+    minutes_[m] = std::move(mc);
+    changed = true;
+  }
+  // Minutes that left the hour are forgotten (and their versions with them).
+  for (auto it = minutes_.begin(); it != minutes_.end() && it->first <= now_minute - 60;) {
+    versions_.erase(it->first);
+    it = minutes_.erase(it);
+    changed = true;
+  }
+}
+
 bool SnapshotWriter::write(Connection& conn, bool force) {
   const int64_t now_ms = now_unix_ms();
   const int64_t minute = now_ms / 60000;
-  const uint64_t commits = seg_.rollup().commit_count.load(std::memory_order_acquire);
-  if (!force && commits == last_commit_count_ && minute == last_minute_ &&
-      now_ms - last_write_ms_ < kRefreshMs)
-    return false;  // nothing a reader could see has changed: costs nothing while idle
-  const auto windows = compute_windows(seg_, minute);
+  bool changed = force || minute != last_minute_ || now_ms - last_write_ms_ >= kRefreshMs;
+  refresh_minutes(conn, minute, changed);
+  if (!changed) return false;  // nothing a reader could see has changed
+  replace_keys(conn, windows_from(minutes_, minute));
+  last_minute_ = minute;
+  last_write_ms_ = now_ms;
+  return true;
+}
+
+void SnapshotWriter::replace_keys(Connection& conn, const std::vector<WindowCounts>& windows) {
   const std::string ttl = std::to_string(cfg_.snapshot_ttl_s);
   const std::string& p = cfg_.key_prefix;
   size_t sent = 0;
@@ -137,13 +242,9 @@ bool SnapshotWriter::write(Connection& conn, bool force) {
   }
   if (!error.empty())
     throw RedisError(RedisErrorKind::Reply, "Failed to replace the snapshots: " + error, error);
-  last_commit_count_ = commits;
-  last_minute_ = minute;
-  last_write_ms_ = now_ms;
-  return true;
 }
 
-void StatusWriter::write(Connection& conn) {
+void StatusWriter::write(Connection& conn, bool global) {
   const int64_t now_ms = now_unix_ms();
   auto& ing = seg_.stage(shm::StageId::Ingest);
   auto& rol = seg_.stage(shm::StageId::Rollup);
@@ -181,7 +282,7 @@ void StatusWriter::write(Connection& conn) {
     a.add(std::string(name) + "_redis_errors").add(static_cast<long long>(ld(b.redis_errors)));
     a.add(std::string(name) + "_outages").add(static_cast<long long>(ld(b.outages)));
   };
-  CommandArgs a{"HSET", keys::status(cfg_.key_prefix)};
+  CommandArgs a{"HSET", keys::status(cfg_.key_prefix) + ":" + cfg_.consumer};
   a.add("pending_estimate").add(static_cast<long long>(pending));
   a.add("group_lag").add(static_cast<long long>(lag));
   a.add("last_id").add(committed.str());
@@ -208,6 +309,11 @@ void StatusWriter::write(Connection& conn) {
   stage_fields(a, "rollup", rol);
   stage_fields(a, "ackd", ack);
   conn.command(a);
+  if (global) {  // the lease holder's figures stand for the service in the first version's hash
+    CommandArgs g{"HSET", keys::status(cfg_.key_prefix)};
+    for (size_t i = 2; i < a.size(); ++i) g.add(a.at(i));
+    conn.command(g);
+  }
   last_counted_ = counted;
   last_acked_ = acked;
   last_ms_ = now_ms;

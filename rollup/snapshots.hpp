@@ -1,5 +1,6 @@
-// Window snapshots (1m/5m/15m/1h decision counts, top-50 reasons, unknown decisions of 5m) from
-// rollup's committed shadow, each key replaced atomically in one MULTI/EXEC; and the status hash.
+// Window snapshots (1m/5m/15m/1h decision counts, top-50 reasons, unknown decisions of 5m), each
+// key replaced atomically in one MULTI/EXEC, computed from the Redis buckets (the global truth of
+// every host, DESIGN §7) by the host holding the lease; and the status hashes.
 #pragma once
 
 #include <cstdint>
@@ -26,25 +27,58 @@ std::vector<WindowCounts> compute_windows(const Segment& seg, int64_t now_minute
 std::vector<std::pair<std::string, uint64_t>> top_n(const std::map<std::string, uint64_t>& m,
                                                     size_t n);
 
-class SnapshotWriter {
+// The counts of one minute as the snapshots need them (symbol breakdown left out).
+struct MinuteCounts {
+  std::map<std::string, uint64_t> decisions, reasons, unknown_members;
+};
+
+// Sum per-minute counts over the W most recent minutes up to now_minute, for each window.
+std::vector<WindowCounts> windows_from(const std::map<int64_t, MinuteCounts>& minutes,
+                                       int64_t now_minute);
+
+// The snapshot lease (DESIGN §7): one host computes the global snapshots. A key with an expiry,
+// renewed by its holder each second, taken by another host once it expired.
+class Lease {
  public:
-  SnapshotWriter(const Config& cfg, Segment& seg) : cfg_(cfg), seg_(seg) {}
-  // Rewrites every snapshot key when the committed counts or the minute changed (or every 10
-  // minutes to refresh TTLs). Returns true if it wrote.
-  bool write(Connection& conn, bool force);
+  explicit Lease(const Config& cfg);
+  bool hold(Connection& conn);  // acquire or renew; true while we hold it
+  void release(Connection& conn);
+  bool held() const { return held_; }
 
  private:
   const Config& cfg_;
+  std::string key_;
+  bool held_ = false;
+};
+
+class SnapshotWriter {
+ public:
+  SnapshotWriter(const Config& cfg, Segment& seg) : cfg_(cfg), seg_(seg) {}
+  // Reads the buckets of the last hour that changed since the last call (their versions are
+  // bumped by every commit) and rewrites every snapshot key when a bucket or the minute changed
+  // (or every 10 minutes to refresh TTLs). Returns true if it wrote.
+  bool write(Connection& conn, bool force);
+
+ private:
+  void refresh_minutes(Connection& conn, int64_t now_minute, bool& changed);
+  void replace_keys(Connection& conn, const std::vector<WindowCounts>& windows);
+
+  const Config& cfg_;
   Segment& seg_;
-  uint64_t last_commit_count_ = UINT64_MAX;
+  std::map<int64_t, MinuteCounts> minutes_;
+  std::map<int64_t, std::string> versions_;
   int64_t last_minute_ = 0;
   int64_t last_write_ms_ = 0;
 };
 
+// Hash of minute key -> version, bumped in the same commit as the minute's bucket.
+std::string bucket_versions_key(const std::string& prefix);
+
 class StatusWriter {
  public:
   StatusWriter(const Config& cfg, Segment& seg) : cfg_(cfg), seg_(seg) {}
-  void write(Connection& conn);
+  // This host's figures to status:<consumer>; with `global`, also the group-wide hash.
+  void write(Connection& conn, bool global);
 
  private:
   const Config& cfg_;

@@ -1,0 +1,181 @@
+// Taking over from the first version and running several pipelines ("hosts") in one group
+// (DESIGN §5.5, §7): exact counts, the legacy consumer's entries acked uncounted, a dead pipeline's
+// entries counted once by the survivors, the snapshot lease moving to a live host.
+#include <catch2/catch.hpp>
+#include <hiredis/hiredis.h>
+
+#include <chrono>
+#include <random>
+#include <thread>
+
+#include "keys.hpp"
+#include "pipeline_harness.hpp"
+#include "rules.hpp"
+#include "stream_id.hpp"
+
+using namespace p35;
+using namespace p35::test;
+
+namespace {
+
+const std::string kStream = "quantum:stream:apply.result";
+const std::string kGroup = "p35_decision_intel";
+const std::string kPrefix = "quantum:p35:";
+
+Expectation generate(RedisServer& redis, const std::vector<std::string>& args) {
+  const std::string expect = redis.dir() + "/expect-" + std::to_string(std::rand()) + ".tsv";
+  std::vector<std::string> a = args;
+  a.insert(a.end(), {"--expect", expect, "--quiet"});
+  const auto st = run_loadgen(redis, a, redis.dir() + "/loadgen.log");
+  REQUIRE(st.exited_with(0));
+  return read_expectation(expect);
+}
+
+std::string join(const std::vector<std::string>& v) {
+  std::string out;
+  for (size_t i = 0; i < v.size() && i < 30; ++i) out += v[i] + "\n";
+  return out;
+}
+
+long long pending_of(Connection& c, const std::string& consumer) {
+  try {
+    const Reply r = c.command({"XPENDING", kStream, kGroup, "-", "+", "100000", consumer});
+    return static_cast<long long>(r.size());
+  } catch (const RedisError& e) {
+    if (e.server_message().rfind("NOGROUP", 0) == 0) return 0;  // not created yet
+    throw;
+  }
+}
+
+std::map<std::string, std::string> fast_claim_env() {
+  return {{"P35_CLAIM_IDLE_MS", "1500"}, {"P35_REASONS_PER_MINUTE", "16384"},
+          {"P35_SYMBOL_REASONS_PER_MINUTE", "16384"}, {"P35_STRINGS", "65536"}};
+}
+
+}  // namespace
+
+TEST_CASE("Taking over from the first version: its pending entries are acked without counting",
+          "[takeover][redis]") {
+  RedisServer redis;
+  const auto e = generate(redis, {"--count", "20000", "--seed", "71"});
+  Connection c = redis.connect();
+  c.command({"XGROUP", "CREATE", kStream, kGroup, "0"});
+  // The first version, consumer <host>-<pid> without a marker: it read 6,000 entries, counted all
+  // of them into the buckets by the rules, acked 4,000, and died with 2,000 pending.
+  const std::string old = "oldhost-4242";
+  const Reply r = c.command({"XREADGROUP", "GROUP", kGroup, old, "COUNT", "6000", "STREAMS", kStream, ">"});
+  const redisReply* entries = r.element(0)->element[1];
+  REQUIRE(entries->elements == 6000);
+  Normalized n;
+  for (size_t i = 0; i < entries->elements; ++i) {
+    const redisReply* en = entries->element[i];
+    std::vector<Field> fields;
+    for (size_t k = 0; k + 1 < en->element[1]->elements; k += 2)
+      fields.push_back({reply_str(en->element[1]->element[k]), reply_str(en->element[1]->element[k + 1])});
+    const auto id = StreamId::parse(reply_str(en->element[0]));
+    normalize(fields, static_cast<int64_t>(id->ms), n);
+    const std::string bucket = kPrefix + "bucket:" + minute_key(n.minute);
+    c.append({"HINCRBY", bucket, "decision:" + n.decision_label(), "1"});
+    c.append({"HINCRBY", bucket, "reason:" + n.reason, "1"});
+    size_t sent = 2;
+    if (!n.symbol.empty()) {
+      c.append({"HINCRBY", bucket, "symbol_reason:" + n.symbol + ":" + n.reason, "1"});
+      ++sent;
+    }
+    if (n.decision == Decision::Unknown) {
+      c.append({"HINCRBY", kPrefix + "unknown:" + minute_key(n.minute), n.unknown_member(), "1"});
+      ++sent;
+    }
+    if (i < 4000) {
+      c.append({"XACK", kStream, kGroup, std::string(reply_str(en->element[0]))});
+      ++sent;
+    }
+    for (size_t k = 0; k < sent; ++k) REQUIRE_FALSE(c.read_reply().is_error());
+  }
+  REQUIRE(pending_of(c, old) == 2000);
+
+  PipelineOptions po;
+  po.env = fast_claim_env();
+  po.consumer = "newhost";
+  Pipeline p(redis, po);
+  p.start_all();
+  INFO(p.logs_tail());
+  REQUIRE(wait_until([&] { return pending_of(c, old) == 0; }, 60000, 100));
+  REQUIRE(wait_drained(redis, p.options(), 60000));
+  const auto diffs = compare_buckets(c, e, kPrefix, false);
+  INFO(join(diffs));
+  CHECK(diffs.empty());
+  CHECK(hgetall(c, kPrefix + "status")["legacy_acked_total"] == "2000");
+  CHECK(hgetall(c, kPrefix + "status")["processed_total"] == "14000");
+}
+
+TEST_CASE("Three pipelines share the stream; one killed for good is taken over exactly once",
+          "[takeover][redis]") {
+  RedisServer redis;
+  std::vector<std::unique_ptr<Pipeline>> hosts;
+  for (const char* name : {"host-a", "host-b", "host-c"}) {
+    PipelineOptions po;
+    po.consumer = name;
+    po.env = fast_claim_env();
+    po.env["P35_BATCH_SIZE"] = "100";  // small batches: each host takes a share of the stream
+    hosts.push_back(std::make_unique<Pipeline>(redis, po));
+    hosts.back()->start_all();
+  }
+  const std::string expect = redis.dir() + "/multi-expect.tsv";
+  SpawnOptions so;
+  so.log_path = redis.dir() + "/loadgen.log";
+  ChildProcess loadgen({env_or("P35_LOADGEN_BIN", "p35-loadgen"), "--redis-socket", redis.socket_path(),
+                        "--count", "60000", "--rate", "4000", "--seed", "72", "--expect", expect, "--quiet"}, so);
+  Connection c = redis.connect();
+  // Kill the host holding the snapshot lease for good, once it holds pending entries: they stay
+  // behind for the others to take over, and the lease must move.
+  std::string victim;
+  REQUIRE(wait_until([&] {
+    const Reply l = c.command({"GET", kPrefix + "lease"});
+    victim = l.is_nil() ? "" : std::string(l.str());
+    return !victim.empty() && pending_of(c, victim) > 0;
+  }, 30000, 5));
+  const std::string holder_before = victim;
+  const size_t vi = victim == "host-a" ? 0 : victim == "host-b" ? 1 : 2;
+  for (Stage s : kStages) hosts[vi]->kill(s);
+  const auto killed_at = std::chrono::steady_clock::now();
+  REQUIRE(wait_until([&] {
+    const Reply l = c.command({"GET", kPrefix + "lease"});
+    return !l.is_nil() && l.str() != victim;
+  }, 15000, 20));
+  const auto lease_moved_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                  std::chrono::steady_clock::now() - killed_at).count();
+  REQUIRE(loadgen.wait_exit(120000));
+  INFO(hosts[(vi + 1) % 3]->logs_tail() << hosts[(vi + 2) % 3]->logs_tail());
+  REQUIRE(wait_until([&] { return pending_of(c, victim) == 0; }, 60000, 100));
+  const bool drained = wait_until([&] {
+    const Reply g = c.command({"XINFO", "GROUPS", kStream});
+    long long pend = -1, lag = -1;
+    for (size_t k = 0; k + 1 < g.element(0)->elements; k += 2) {
+      const auto f = reply_str(g.element(0)->element[k]);
+      if (f == "pending") pend = g.element(0)->element[k + 1]->integer;
+      if (f == "lag") lag = g.element(0)->element[k + 1]->integer;
+    }
+    return pend == 0 && lag == 0;
+  }, 60000, 50);
+  REQUIRE(drained);
+  const Expectation e = read_expectation(expect);
+  // The counts land a moment after the acks of the last commit; compare once they settle.
+  std::vector<std::string> diffs;
+  wait_until([&] { diffs = compare_buckets(c, e, kPrefix, false); return diffs.empty(); }, 5000, 100);
+  const auto status = hgetall(c, kPrefix + "status");
+  std::printf("takeover: messages=%lld claimed=%s lease %s -> %s in %lld ms mismatches=%zu\n", e.total,
+              status.count("claimed_total") ? status.at("claimed_total").c_str() : "0",
+              holder_before.c_str(), std::string(c.command({"GET", kPrefix + "lease"}).str()).c_str(),
+              static_cast<long long>(lease_moved_ms), diffs.size());
+  INFO(join(diffs));
+  CHECK(diffs.empty());
+  CHECK(status.count("claimed_total") == 1);
+  CHECK(status.at("processed_total") == std::to_string(e.total));
+  // Each host's own figures are in status:<consumer>.
+  for (const char* h : {"host-a", "host-b", "host-c"})
+    CHECK(hgetall(c, kPrefix + "status:" + h).count("ingest_counted") == 1);
+  // The global snapshots keep being written by the new holder.
+  const Reply ttl = c.command({"PTTL", kPrefix + "decision:counts:1m"});
+  CHECK(ttl.integer() > 0);
+}
