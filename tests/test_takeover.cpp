@@ -179,3 +179,51 @@ TEST_CASE("Three pipelines share the stream; one killed for good is taken over e
   const Reply ttl = c.command({"PTTL", kPrefix + "decision:counts:1m"});
   CHECK(ttl.integer() > 0);
 }
+
+TEST_CASE("Random SIGKILLs across two pipelines in one group keep every count exact",
+          "[takeover][chaos][redis]") {
+  RedisServer redis;
+  std::vector<std::unique_ptr<Pipeline>> hosts;
+  for (const char* name : {"host-x", "host-y"}) {
+    PipelineOptions po;
+    po.consumer = name;
+    po.env = fast_claim_env();
+    po.env["P35_BATCH_SIZE"] = "200";
+    hosts.push_back(std::make_unique<Pipeline>(redis, po));
+    hosts.back()->start_all();
+  }
+  const std::string expect = redis.dir() + "/chaos2-expect.tsv";
+  SpawnOptions so;
+  so.log_path = redis.dir() + "/loadgen.log";
+  ChildProcess loadgen({env_or("P35_LOADGEN_BIN", "p35-loadgen"), "--redis-socket", redis.socket_path(),
+                        "--count", "80000", "--rate", "5000", "--seed", "73", "--expect", expect, "--quiet"}, so);
+  std::mt19937_64 rng(73);
+  std::uniform_int_distribution<int> host(0, 1), stage(0, 2), gap(10, 150), dice(0, 99);
+  int kills = 0, reboots = 0;
+  while (loadgen.alive() || kills < 60) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(gap(rng)));  // a random moment
+    auto& h = *hosts[static_cast<size_t>(host(rng))];
+    if (dice(rng) < 5) {  // a reboot of one host: its segment is gone
+      for (Stage s : kStages) h.kill(s);
+      h.remove_segment();
+      ++reboots;
+    } else {
+      h.kill(kStages[static_cast<size_t>(stage(rng))]);
+    }
+    ++kills;
+    h.start_all();
+  }
+  REQUIRE(loadgen.wait_exit(60000));
+  Connection c = redis.connect();
+  const Expectation e = read_expectation(expect);
+  std::vector<std::string> diffs;
+  const bool settled = wait_until([&] {
+    diffs = compare_buckets(c, e, kPrefix, false);
+    return diffs.empty() && pending_of(c, "host-x") == 0 && pending_of(c, "host-y") == 0;
+  }, 120000, 200);
+  std::printf("chaos across hosts: messages=%lld kills=%d reboots=%d mismatches=%zu\n", e.total,
+              kills, reboots, diffs.size());
+  INFO(join(diffs) << hosts[0]->logs_tail() << hosts[1]->logs_tail());
+  CHECK(settled);
+  CHECK(diffs.empty());
+}
