@@ -48,6 +48,7 @@ uint64_t Ackd::ack_committed() {
 
 int Ackd::run() {
   bool ready_sent = false;
+  StatusLine status_line(seg_);
   while (true) {
     if (!stage_.heartbeat()) {
       spdlog::error("Segment {} was removed or replaced under us; exiting", shm_path(seg_.name()));
@@ -65,6 +66,7 @@ int Ackd::run() {
     const uint32_t seen = bell.load(std::memory_order_acquire);
     try {
       ack_committed();
+      status_line.update(shm::StageId::Ackd);
       outage_.succeeded();
       backoff_.reset();
     } catch (const RedisError& e) {

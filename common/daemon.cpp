@@ -58,6 +58,37 @@ void notify_watchdog() {
   if (sd_watchdog_enabled(0, &usec) > 0) sd_notify(0, "WATCHDOG=1");
 }
 
+void StatusLine::update(shm::StageId id) {
+  const int64_t now = now_mono_ms();
+  if (now - last_ms_ < 1000) return;
+  auto& b = seg_.stage(id);
+  const StreamId counted = read_id(seg_.ingest().counted_pub);
+  const StreamId committed = read_id(seg_.rollup().committed);
+  const uint64_t unacked = seg_.ingest().id_log_head.load() - seg_.ackd().id_log_tail.load();
+  uint64_t count = 0;
+  std::string text;
+  switch (id) {
+    case shm::StageId::Ingest:
+      count = b.counted.load(std::memory_order_relaxed);
+      text = fmt::format("counted up to {}", counted.str());
+      break;
+    case shm::StageId::Rollup:
+      count = b.committed.load(std::memory_order_relaxed);
+      text = fmt::format("committed up to {}, counted up to {}", committed.str(), counted.str());
+      break;
+    case shm::StageId::Ackd:
+      count = b.acked.load(std::memory_order_relaxed);
+      text = fmt::format("acked up to {}", read_id(seg_.ackd().acked).str());
+      break;
+  }
+  const double secs = last_ms_ == 0 ? 0.0 : static_cast<double>(now - last_ms_) / 1000.0;
+  const double rate = secs > 0 ? static_cast<double>(count - last_count_) / secs : 0.0;
+  notify_status(fmt::format("{}; {:.0f}/s; {} IDs awaiting ack; state {}", text, rate, unacked,
+                            state_name(b.state.load(std::memory_order_relaxed))));
+  last_ms_ = now;
+  last_count_ = count;
+}
+
 StageHandle::StageHandle(Segment& seg, shm::StageId id) : seg_(seg), block_(seg.stage(id)) {
   // Single writer per stage: a second p35-<stage> on the same segment would corrupt it.
   if (!seg.try_lock_byte(static_cast<uint32_t>(id)))

@@ -26,6 +26,18 @@ void notify_stopping();
 void notify_status(const std::string& text);
 void notify_watchdog();  // only sends when systemd asked for a watchdog
 
+// STATUS= for `systemctl status`, at most once a second: the stage's rate and lag from its block.
+class StatusLine {
+ public:
+  explicit StatusLine(Segment& seg) : seg_(seg) {}
+  void update(shm::StageId id);
+
+ private:
+  Segment& seg_;
+  int64_t last_ms_ = 0;
+  uint64_t last_count_ = 0;
+};
+
 // This process's stage block: pid, start, heartbeat, state. Also checks, on each heartbeat, that
 // the segment file is still the one mapped (a deleted or replaced segment must not be used alone).
 class StageHandle {

@@ -20,7 +20,7 @@ Ingest::Ingest(const Config& cfg, Segment& seg)
       counter_(seg, cfg.symbol_breakdown),
       conn_(RedisOptions::from_config(cfg, "p35-ingest:" + cfg.consumer)),
       outage_("ingest", &stage_.block()), backoff_(cfg.reconnect_max_ms),
-      marker_key_(keys::marker(cfg.key_prefix, cfg.consumer)) {}
+      marker_key_(keys::marker(cfg.key_prefix, cfg.consumer)), status_line_(seg) {}
 
 void Ingest::prepare_redis() {
   try {
@@ -65,6 +65,7 @@ int Ingest::run() {
         stage_.set_state(shm::StageState::Running);
       }
       read_once();
+      status_line_.update(shm::StageId::Ingest);
       outage_.succeeded();
       backoff_.reset();
     } catch (const RedisError& e) {

@@ -39,6 +39,7 @@ class Ingest {
   std::vector<Field> fields_;
   Normalized norm_;
   bool ready_sent_ = false;
+  StatusLine status_line_;
 };
 
 }  // namespace p35

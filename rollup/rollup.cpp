@@ -93,8 +93,7 @@ bool Rollup::step() {
   if (now >= next_status_ms_) {
     status_.write(conn_, lease_.held());
     next_status_ms_ = now + cfg_.status_interval_ms;
-    notify_status(fmt::format("committed {} commits={}", committer_.committed().str(),
-                              seg_.rollup().commit_count.load()));
+    status_line_.update(shm::StageId::Rollup);
   }
   return true;
 }

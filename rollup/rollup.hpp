@@ -37,6 +37,7 @@ class Rollup {
   StatusWriter status_;
   Claimer claimer_;
   Lease lease_;
+  StatusLine status_line_{seg_};
   int64_t next_claim_ms_ = 0;
   bool started_ = false;
   bool ready_sent_ = false;
