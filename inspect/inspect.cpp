@@ -2,8 +2,10 @@
 #include "inspect.hpp"
 
 #include <signal.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <ctime>
 #include <fmt/format.h>
 #include <map>
@@ -22,16 +24,37 @@ constexpr const char* kTotalNames[shm::kTotalCount] = {
     "processed", "trimmed", "overflow_reason", "overflow_symbol_reason", "overflow_unknown",
     "overflow_string", "late"};
 
+// Bytes of the well-formed UTF-8 character at s[i] (RFC 3629), 0 if there is none.
+size_t utf8_char_bytes(std::string_view s, size_t i) {
+  const auto at = [&](size_t k) { return static_cast<unsigned char>(s[i + k]); };
+  const unsigned char c = at(0);
+  size_t n = 0;
+  if (c < 0x80) n = 1;
+  else if (c >= 0xC2 && c <= 0xDF) n = 2;
+  else if (c >= 0xE0 && c <= 0xEF) n = 3;
+  else if (c >= 0xF0 && c <= 0xF4) n = 4;
+  if (n == 0 || i + n > s.size()) return 0;
+  for (size_t k = 1; k < n; ++k)
+    if ((at(k) & 0xC0) != 0x80) return 0;
+  if ((c == 0xE0 && at(1) < 0xA0) || (c == 0xED && at(1) > 0x9F) || (c == 0xF0 && at(1) < 0x90) ||
+      (c == 0xF4 && at(1) > 0x8F))
+    return 0;  // overlong, surrogate or above U+10FFFF
+  return n;
+}
+
+// A JSON string body. Segment strings are only as trustworthy as the segment (a hostile or
+// corrupt file can hold any bytes), so ill-formed UTF-8 becomes U+FFFD: the output always parses.
 std::string json_escape(std::string_view s) {
   std::string out;
-  for (unsigned char c : s) {
-    switch (c) {
-      case '"': out += "\\\""; break;
-      case '\\': out += "\\\\"; break;
-      default:
-        if (c < 0x20) out += fmt::format("\\u{:04x}", c);
-        else out += static_cast<char>(c);
-    }
+  for (size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    const size_t n = utf8_char_bytes(s, i);
+    if (c == '"') out += "\\\"";
+    else if (c == '\\') out += "\\\\";
+    else if (c < 0x20) out += fmt::format("\\u{:04x}", c);
+    else if (n == 0) out += "\\ufffd";
+    else out.append(s.substr(i, n));
+    i += n == 0 ? 1 : n;
   }
   return out;
 }
@@ -45,13 +68,38 @@ std::string iso_time(int64_t unix_ms) {
   return buf;
 }
 
+// read_id() waits as long as the seqlock is odd, and it stays odd until a writer that died
+// mid-publish restarts; the inspector is needed most exactly then, so it waits a few
+// milliseconds at most and then shows the words as they are.
+StreamId read_id_briefly(const shm::SeqId& src) {
+  for (int attempt = 0; attempt < 100; ++attempt) {
+    const uint64_t v1 = src.lock.load(std::memory_order_acquire);
+    const StreamId id{src.ms.load(std::memory_order_relaxed),
+                      src.seq.load(std::memory_order_relaxed)};
+    std::atomic_thread_fence(std::memory_order_acquire);  // the words before the re-check
+    if ((v1 & 1) == 0 && src.lock.load(std::memory_order_relaxed) == v1) return id;
+    ::usleep(50);
+  }
+  return {src.ms.load(std::memory_order_relaxed), src.seq.load(std::memory_order_relaxed)};
+}
+
+// now - then; -1 when a corrupt time makes the difference unrepresentable (signed overflow).
+int64_t age_ms(int64_t now_ms, int64_t then_ms) {
+  int64_t age = 0;
+  return __builtin_sub_overflow(now_ms, then_ms, &age) ? -1 : age;
+}
+
 StageView stage_view(const Segment& seg, shm::StageId id, int64_t now_ms) {
   auto& b = seg.stage(id);
   StageView v;
   v.name = stage_name(id);
   v.pid = ld(b.pid);
-  v.alive = v.pid > 0 && ::kill(static_cast<pid_t>(v.pid), 0) == 0;
-  v.heartbeat_age_ms = b.heartbeat_unix_ms.load() == 0 ? -1 : now_ms - b.heartbeat_unix_ms.load();
+  // EPERM: the pid exists but belongs to another user (p35-shm run as someone else): alive.
+  // A pid beyond pid_t would wrap to -1 or 0, which kill() reads as "every process" or "our group".
+  v.alive = v.pid > 0 && v.pid <= uint64_t{INT32_MAX} &&
+            (::kill(static_cast<pid_t>(v.pid), 0) == 0 || errno == EPERM);
+  const int64_t heartbeat_ms = b.heartbeat_unix_ms.load();
+  v.heartbeat_age_ms = heartbeat_ms == 0 ? -1 : age_ms(now_ms, heartbeat_ms);
   v.state = v.alive ? state_name(b.state.load()) : "dead";
   v.starts = b.starts.load();
   v.read = ld(b.read);
@@ -65,7 +113,7 @@ StageView stage_view(const Segment& seg, shm::StageId id, int64_t now_ms) {
   v.conflicts = ld(b.conflicts);
   v.batches = ld(b.batches);
   const int64_t since = b.outage_since_unix_ms.load();
-  v.outage_ms = since == 0 ? 0 : now_ms - since;
+  v.outage_ms = since == 0 ? 0 : age_ms(now_ms, since);
   return v;
 }
 
@@ -101,9 +149,9 @@ Snapshot take(const Segment& seg, int window_minutes, int64_t now_ms) {
   s.caps = h.caps;
   for (uint32_t i = 0; i < shm::kStageCount; ++i)
     s.stages.push_back(stage_view(seg, static_cast<shm::StageId>(i), now_ms));
-  s.counted = read_id(seg.ingest().counted_pub);
-  s.committed = read_id(seg.rollup().committed);
-  s.acked = read_id(seg.ackd().acked);
+  s.counted = read_id_briefly(seg.ingest().counted_pub);
+  s.committed = read_id_briefly(seg.rollup().committed);
+  s.acked = read_id_briefly(seg.ackd().acked);
   s.id_log_head = seg.ingest().id_log_head.load();
   s.id_log_tail = seg.ackd().id_log_tail.load();
   for (uint32_t t = 0; t < shm::kTotalCount; ++t) s.totals[t] = ld(seg.ingest().totals[t]);
@@ -119,11 +167,13 @@ Snapshot take(const Segment& seg, int window_minutes, int64_t now_ms) {
   std::sort(s.minutes.begin(), s.minutes.end(),
             [](const auto& a, const auto& b) { return a.minute < b.minute; });
   // Top reasons of the window from rollup's committed shadow (what Redis holds).
-  const auto windows = compute_windows(seg, now_ms / 60000);
   std::map<std::string, uint64_t> reasons;
   for (uint32_t i = 0; i < seg.slot_count(); ++i) {
-    const auto side = static_cast<uint32_t>(seg.slot_meta()[i].side.load());
-    auto& sh = seg.shadow(side, i);
+    // Only rollup writes the side, always 0 or 1; any other value (a corrupt file) would
+    // address a shadow outside the mapping.
+    const uint64_t side = seg.slot_meta()[i].side.load();
+    if (side > 1) continue;
+    auto& sh = seg.shadow(static_cast<uint32_t>(side), i);
     const int64_t minute = sh.minute.load();
     if (minute == shm::kEmptyMinute || minute <= now_ms / 60000 - window_minutes) continue;
     for (uint32_t j = 0; j < seg.caps().reason_cap; ++j) {
@@ -132,7 +182,6 @@ Snapshot take(const Segment& seg, int window_minutes, int64_t now_ms) {
         reasons[std::string(seg.string_at(static_cast<uint32_t>(k - 1)))] += ld(e.count);
     }
   }
-  (void)windows;
   s.top_reasons = top_n(reasons, 10);
   // Strings in use: those referenced by a live slot (approximated by non-empty lengths).
   for (uint32_t i = 0; i < seg.caps().string_cap; ++i)
@@ -166,7 +215,12 @@ std::string render_text(const Snapshot& s, int window_minutes) {
   const size_t from = s.minutes.size() > 60 ? s.minutes.size() - 60 : 0;
   for (size_t i = from; i < s.minutes.size(); ++i) {
     const auto& m = s.minutes[i];
-    const auto width = [&](uint64_t v) { return static_cast<size_t>(v * 50 / peak); };
+    // Clamped, in floating point: v * 50 can overflow, and a corrupt slot can claim more
+    // EXECUTEs than messages; either would ask std::string for an absurd length.
+    const auto width = [&](uint64_t v) {
+      const double share = static_cast<double>(std::min(v, peak)) / static_cast<double>(peak);
+      return static_cast<size_t>(50.0 * share);
+    };
     o += fmt::format("  {} {:>7} {}{}{}\n", minute_key(m.minute).substr(8), m.messages,
                      std::string(width(m.decisions[0]), '#'),
                      std::string(width(m.messages) - std::min(width(m.messages), width(m.decisions[0])), '.'),
@@ -227,6 +281,10 @@ std::string render_json(const Snapshot& s) {
                      json_escape(s.top_reasons[i].first), s.top_reasons[i].second);
   o += "]}\n";
   return o;
+}
+
+std::string render_json_error(std::string_view message) {
+  return "{\"error\":\"" + json_escape(message) + "\"}\n";
 }
 
 std::string render_prometheus(const Snapshot& s) {

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "shm.hpp"
@@ -57,6 +58,8 @@ Snapshot take(const Segment& seg, int window_minutes, int64_t now_unix_ms);
 
 std::string render_text(const Snapshot& s, int window_minutes);
 std::string render_json(const Snapshot& s);
+// {"error":"<message>"} with the message escaped, for a segment p35-shm cannot read.
+std::string render_json_error(std::string_view message);
 std::string render_prometheus(const Snapshot& s);
 
 }  // namespace p35::inspect

@@ -25,7 +25,7 @@ int run_once(const std::string& name, const std::string& format, int window_minu
     return EXIT_SUCCESS;
   } catch (const p35::ShmError& e) {
     if (format == "json")
-      std::printf("{\"error\":\"%s\"}\n", e.what());
+      std::fputs(p35::inspect::render_json_error(e.what()).c_str(), stdout);
     else
       std::fprintf(stderr, "p35-shm: %s\n", e.what());
     return EXIT_FAILURE;

@@ -7,6 +7,8 @@ P35_PACKAGES=(
   libhiredis-dev libboost-dev libspdlog-dev libfmt-dev libcxxopts-dev libsimdjson-dev
   catch2 libsystemd-dev
   redis-server redis-tools
+  systemd-container  # scripts/systemd_test.sh: systemd-nspawn boots the host's systemd as a container
+  clang libclang-rt-14-dev llvm  # fuzz/: clang++, libclang_rt.fuzzer (-fsanitize=fuzzer), llvm-symbolizer
 )
 
 p35_install_packages() {

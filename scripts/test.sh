@@ -17,12 +17,38 @@ else
 fi
 ninja -C "$build"
 
-echo "== meson test (unit, integration and chaos tests; each starts its own redis-server)"
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
-status=0
-meson test -C "$build" --print-errorlogs --num-processes 2 "$@" | tee "$log" || status=$?
-passed=$(awk '/^Ok:/ {print $2}' "$log")
-failed=$(awk '/^(Fail|Timeout|Unexpected Pass):/ {n += $NF} END {print n + 0}' "$log")
-echo "meson test: ${passed:-0} passed, ${failed:-0} failed"
+status=0 passed=0 failed=0
+# One `meson test` run over build directory $1; its counts add to the closing line.
+run_suite() {
+  local dir="$1" rc=0
+  shift
+  meson test -C "$dir" --print-errorlogs --num-processes 2 "$@" | tee "$log" || rc=$?
+  passed=$((passed + $(awk '/^Ok:/ {n += $2} END {print n + 0}' "$log")))
+  failed=$((failed + $(awk '/^(Fail|Timeout|Unexpected Pass):/ {n += $NF} END {print n + 0}' "$log")))
+  [ "$rc" -eq 0 ] || status="$rc"
+}
+
+echo "== meson test (unit, integration and chaos tests; each starts its own redis-server)"
+run_suite "$build" "$@"
+
+# The same suite, chaos test included, with every program built with ASan and UBSan (a UB
+# report aborts instead of scrolling by); the stages the tests start are these builds too.
+asan="${P35_ASAN_BUILD_DIR:-$here/build-asan}"
+[ -f "$asan/build.ninja" ] || meson setup "$asan" "$here" -Db_sanitize=address,undefined \
+  -Dcpp_args=-fno-sanitize-recover=all >/dev/null
+ninja -C "$asan"
+echo "== meson test under ASan + UBSan ($asan)"
+UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}" run_suite "$asan" --timeout-multiplier 3 "$@"
+
+# Every libFuzzer target for a few seconds over its seed corpus (scripts/fuzz.sh; clang build).
+echo "== fuzzing (scripts/fuzz.sh)"
+if bash "$here/scripts/fuzz.sh" 8; then passed=$((passed + 1)); else failed=$((failed + 1)) status=1; fi
+
+# The units under a real systemd 252 booted in a throwaway container (systemd-nspawn; 30-60 s).
+echo "== the systemd units (scripts/systemd_test.sh)"
+if P35_BUILD_DIR="$build" bash "$here/scripts/systemd_test.sh"; then passed=$((passed + 1)); else failed=$((failed + 1)) status=1; fi
+
+echo "tests: ${passed} passed, ${failed} failed"
 [ "$status" -eq 0 ] || exit "$status"

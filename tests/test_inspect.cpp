@@ -1,0 +1,409 @@
+// Tests of p35-shm, the read-only inspector, as a real binary: --json against a live pipeline,
+// stages killed under it, and segments it must refuse (another layout version, bad magic, wrong
+// size) with an explanation and a non-zero exit, never a crash.
+#include <catch2/catch.hpp>
+#include <fcntl.h>
+#include <signal.h>
+#include <simdjson.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstddef>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "pipeline_harness.hpp"
+#include "rules.hpp"
+#include "shm_layout.hpp"
+#include "shm_test_util.hpp"
+#include "stream_id.hpp"
+
+using namespace p35;
+using namespace p35::test;
+
+namespace {
+
+const char* const kStageNames[3] = {"ingest", "rollup", "ackd"};  // the segment's stage order
+
+std::string read_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// A private temp dir for p35-shm's output, removed with what it holds.
+class TempDir {
+ public:
+  TempDir() {
+    char tmpl[] = "/tmp/p35-inspect-test.XXXXXX";
+    if (::mkdtemp(tmpl) == nullptr) throw std::runtime_error("mkdtemp failed");
+    path_ = tmpl;
+  }
+  ~TempDir() {
+    for (const auto& f : files_) ::unlink(f.c_str());
+    ::rmdir(path_.c_str());
+  }
+  TempDir(const TempDir&) = delete;
+  TempDir& operator=(const TempDir&) = delete;
+  std::string file(const std::string& name) {
+    files_.push_back(path_ + "/" + name);
+    return files_.back();
+  }
+
+ private:
+  std::string path_;
+  std::vector<std::string> files_;
+};
+
+struct ShmRun {
+  ExitStatus status;
+  std::string output;  // stdout and stderr together
+};
+
+// Runs the real p35-shm with args and returns how it ended and what it printed.
+ShmRun run_shm(const std::string& out_path, const std::vector<std::string>& args) {
+  std::vector<std::string> argv{env_or("P35_SHM_BIN", "p35-shm")};
+  argv.insert(argv.end(), args.begin(), args.end());
+  ::unlink(out_path.c_str());
+  SpawnOptions so;
+  so.log_path = out_path;
+  ChildProcess p(argv, so);
+  const auto st = p.wait_exit(20000);
+  if (!st) throw std::runtime_error("p35-shm did not finish within 20 s");
+  return {*st, read_file(out_path)};
+}
+
+// The parsed --json output (simdjson DOM; throws simdjson_error on invalid JSON).
+struct Json {
+  simdjson::dom::parser parser;
+  simdjson::dom::element root;
+  explicit Json(const std::string& text) : root(parser.parse(simdjson::padded_string(text))) {}
+};
+
+std::string str(simdjson::dom::element e) { return std::string(std::string_view(e)); }
+int64_t num(simdjson::dom::element e) { return int64_t(e); }
+
+simdjson::dom::element stage_json(const Json& j, const std::string& name) {
+  for (simdjson::dom::element s : j.root["stages"].get_array())
+    if (str(s["name"]) == name) return s;
+  throw std::runtime_error("no stage " + name + " in p35-shm --json");
+}
+
+std::string last_stream_id(RedisServer& redis, const std::string& stream) {
+  Connection c = redis.connect();
+  const Reply info = c.command({"XINFO", "STREAM", stream});
+  for (size_t i = 0; i + 1 < info.size(); i += 2)
+    if (reply_str(info.element(i)) == "last-generated-id") return std::string(reply_str(info.element(i + 1)));
+  return "";
+}
+
+std::string proc_comm(int64_t pid) {
+  std::string comm = read_file("/proc/" + std::to_string(pid) + "/comm");
+  if (!comm.empty() && comm.back() == '\n') comm.pop_back();
+  return comm;
+}
+
+int64_t wall_minute() {
+  return std::chrono::duration_cast<std::chrono::minutes>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+// Reason counts of the expectation over the minutes (now - window, now], as p35-shm --window does.
+std::map<std::string, long long> expected_reasons(const Expectation& e, int64_t now_minute, int window) {
+  std::map<std::string, long long> out;
+  const std::string first = minute_key(now_minute - window + 1), last = minute_key(now_minute);
+  for (const auto& [key, fields] : e.buckets) {
+    if (key < first || key > last) continue;  // YYYYMMDDHHMM: byte order is time order
+    for (const auto& [field, count] : fields)
+      if (field.rfind("reason:", 0) == 0) out[field.substr(7)] += count;
+  }
+  return out;
+}
+
+// Loads `count` entries with an expectation file, starts the target's order and waits for the
+// drain; the stages are then idle and every count is committed and acked.
+Expectation load_and_drain(RedisServer& redis, Pipeline& pipe, TempDir& tmp, int count) {
+  const std::string expect = tmp.file("expect.tsv");
+  const auto st = run_loadgen(redis, {"--count", std::to_string(count), "--seed", "35", "--expect",
+                                      expect, "--quiet"}, tmp.file("loadgen.log"));
+  REQUIRE(st.exited_with(0));
+  pipe.start_all();
+  INFO(pipe.logs_tail());
+  REQUIRE(wait_drained(redis, pipe.options(), 60000));
+  return read_expectation(expect);
+}
+
+// Polls p35-shm --json until every stage is alive and running (ingest reports "running" once it
+// has read its pending list), and returns the last output.
+std::string json_when_running(const std::string& out, const std::string& shm_name) {
+  std::string text;
+  const bool ok = wait_until(
+      [&] {
+        text = run_shm(out, {"--json", "--shm-name", shm_name}).output;
+        Json j(text);
+        for (const char* name : kStageNames) {
+          auto s = stage_json(j, name);
+          if (!bool(s["alive"]) || str(s["state"]) != "running") return false;
+        }
+        return true;
+      },
+      15000, 100);
+  INFO(text);
+  REQUIRE(ok);
+  return text;
+}
+
+// A real, empty segment (created as the stages create it) whose header is then patched.
+void patch_u32(const std::string& path, size_t offset, uint32_t value) {
+  const int fd = ::open(path.c_str(), O_WRONLY | O_CLOEXEC);
+  REQUIRE(fd >= 0);
+  REQUIRE(::pwrite(fd, &value, sizeof value, static_cast<off_t>(offset)) == sizeof value);
+  ::close(fd);
+}
+
+void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(reinterpret_cast<const char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  REQUIRE(out.good());
+}
+
+// p35-shm refused the segment: it ended by exit(1), not by a signal, said `why`, and with --json
+// printed a valid {"error": ...} object saying the same.
+void require_refusal(TempDir& tmp, const std::string& shm_name, const std::string& why) {
+  const auto text = run_shm(tmp.file("refuse.txt"), {"--shm-name", shm_name});
+  INFO("p35-shm printed: " << text.output);
+  CHECK_FALSE(text.status.signaled);
+  CHECK(text.status.exited_with(1));
+  CHECK_THAT(text.output, Catch::Contains(why));
+  const auto json = run_shm(tmp.file("refuse.json"), {"--json", "--shm-name", shm_name});
+  INFO("p35-shm --json printed: " << json.output);
+  CHECK(json.status.exited_with(1));
+  Json j(json.output);
+  CHECK_THAT(str(j.root["error"]), Catch::Contains(why));
+  const auto prom = run_shm(tmp.file("refuse.prom"), {"--prometheus", "--shm-name", shm_name});
+  CHECK(prom.status.exited_with(1));
+}
+
+}  // namespace
+
+TEST_CASE("p35-shm --json describes a live pipeline: stages, watermarks, minutes, top reasons",
+          "[inspect][pipeline]") {
+  RedisServer redis;
+  PipelineOptions opt;
+  opt.env["P35_RING_SLOTS"] = "96";  // not the default: the capacities shown come from the segment
+  Pipeline pipe(redis, opt);
+  TempDir tmp;
+  const Expectation e = load_and_drain(redis, pipe, tmp, 3000);
+  const std::string out = tmp.file("shm.json");
+  Json j(json_when_running(out, pipe.shm_name()));
+
+  auto seg = j.root["segment"];
+  CHECK(str(seg["name"]) == pipe.shm_name());
+  CHECK(num(seg["layout_version"]) == shm::kLayoutVersion);
+  struct stat st {};
+  REQUIRE(::stat(shm_path(pipe.shm_name()).c_str(), &st) == 0);
+  CHECK(num(seg["size"]) == st.st_size);
+  CHECK_THAT(str(seg["for"]), Catch::Contains("consumer=" + opt.consumer));
+  CHECK(num(j.root["capacities"]["ring_slots"]) == 96);
+
+  SECTION("each stage: its real pid, alive, running, a fresh heartbeat, started once") {
+    for (const char* name : kStageNames) {
+      INFO(name);
+      auto s = stage_json(j, name);
+      CHECK(proc_comm(num(s["pid"])) == std::string("p35-") + name);
+      CHECK(bool(s["alive"]));
+      CHECK(str(s["state"]) == "running");
+      CHECK(num(s["heartbeat_age_ms"]) >= 0);
+      CHECK(num(s["heartbeat_age_ms"]) < 5000);
+      CHECK(num(s["starts"]) == 1);
+    }
+    CHECK(num(stage_json(j, "ingest")["counted"]) == 3000);
+    CHECK(num(stage_json(j, "ackd")["acked"]) == 3000);
+  }
+
+  SECTION("watermarks at the stream's last ID, nothing unacked or in flight, totals exact") {
+    const std::string last = last_stream_id(redis, pipe.options().stream);
+    CHECK(str(j.root["watermarks"]["counted"]) == last);
+    CHECK(str(j.root["watermarks"]["committed"]) == last);
+    CHECK(str(j.root["watermarks"]["acked"]) == last);
+    CHECK(num(j.root["id_log"]["unacked"]) == 0);
+    CHECK_FALSE(bool(j.root["journal_pending"]));
+    CHECK_FALSE(bool(j.root["commit_pending"]));
+    CHECK(num(j.root["totals"]["processed"]) == 3000);
+  }
+
+  SECTION("every minute's decisions equal the generator's, and each minute is committed") {
+    std::map<std::string, simdjson::dom::element> minutes;
+    for (simdjson::dom::element m : j.root["minutes"].get_array()) minutes[str(m["minute"])] = m;
+    CHECK(minutes.size() == e.buckets.size());
+    long long total = 0;
+    for (const auto& [key, fields] : e.buckets) {
+      INFO("minute " << key);
+      REQUIRE(minutes.count(key) == 1);
+      auto m = minutes[key];
+      long long unknown = 0, all = 0;
+      for (const auto& [field, count] : fields) {
+        if (field.rfind("decision:UNKNOWN", 0) == 0) unknown += count;
+        if (field.rfind("decision:", 0) == 0) all += count;
+      }
+      const auto field_or_0 = [&](const char* f) { return fields.count(f) ? fields.at(f) : 0; };
+      CHECK(num(m["EXECUTE"]) == field_or_0("decision:EXECUTE"));
+      CHECK(num(m["SKIP"]) == field_or_0("decision:SKIP"));
+      CHECK(num(m["BLOCKED"]) == field_or_0("decision:BLOCKED"));
+      CHECK(num(m["ERROR"]) == field_or_0("decision:ERROR"));
+      CHECK(num(m["UNKNOWN"]) == unknown);
+      CHECK(num(m["messages"]) == all);
+      CHECK(bool(m["committed"]));
+      total += all;
+    }
+    CHECK(total == 3000);
+  }
+
+  SECTION("--window 60: the top reasons and their counts are the hour's most frequent") {
+    const int64_t minute_before = wall_minute();
+    const std::string text = run_shm(out, {"--json", "--window", "60", "--shm-name", pipe.shm_name()}).output;
+    INFO(text);
+    Json w(text);
+    const int64_t minute_end = wall_minute();
+    auto top = w.root["top_reasons"].get_array();
+    REQUIRE(top.size() > 0);
+    CHECK(top.size() <= 10);
+    long long previous = -1;
+    for (simdjson::dom::element r : top) {
+      const std::string reason = str(r["reason"]);
+      const long long count = num(r["count"]);
+      INFO("reason " << reason << " count " << count);
+      // The minute may have turned while p35-shm ran: either window edge is right.
+      CHECK((count == expected_reasons(e, minute_before, 60)[reason] ||
+             count == expected_reasons(e, minute_end, 60)[reason]));
+      if (previous >= 0) CHECK(count <= previous);
+      previous = count;
+    }
+  }
+
+  SECTION("the text and Prometheus renderings agree on the stages") {
+    const auto text = run_shm(tmp.file("shm.txt"), {"--shm-name", pipe.shm_name()});
+    CHECK(text.status.exited_with(0));
+    CHECK_THAT(text.output, Catch::Contains("layout v" + std::to_string(shm::kLayoutVersion)));
+    const auto prom = run_shm(tmp.file("shm.prom"), {"--prometheus", "--shm-name", pipe.shm_name()});
+    CHECK(prom.status.exited_with(0));
+    for (const char* name : kStageNames)
+      CHECK_THAT(prom.output, Catch::Contains("p35_stage_alive{segment=\"" + pipe.shm_name() +
+                                              "\",stage=\"" + name + "\"} 1"));
+  }
+}
+
+TEST_CASE("p35-shm shows killed stages as dead and still reads the segment they left",
+          "[inspect][pipeline]") {
+  RedisServer redis;
+  Pipeline pipe(redis);
+  TempDir tmp;
+  load_and_drain(redis, pipe, tmp, 500);
+  const std::string out = tmp.file("shm.json");
+  std::map<std::string, int64_t> pid;
+  {
+    Json j(json_when_running(out, pipe.shm_name()));
+    for (const char* name : kStageNames) pid[name] = num(stage_json(j, name)["pid"]);
+  }
+
+  pipe.kill(Stage::Ingest, SIGKILL);  // killed and reaped: the pid is gone
+  {
+    const auto run = run_shm(out, {"--json", "--shm-name", pipe.shm_name()});
+    INFO(run.output);
+    CHECK(run.status.exited_with(0));
+    Json j(run.output);
+    auto ingest = stage_json(j, "ingest");
+    CHECK(num(ingest["pid"]) == pid["ingest"]);
+    CHECK_FALSE(bool(ingest["alive"]));
+    CHECK(str(ingest["state"]) == "dead");
+    for (const char* name : {"rollup", "ackd"}) {
+      INFO(name);
+      CHECK(bool(stage_json(j, name)["alive"]));
+      CHECK(str(stage_json(j, name)["state"]) == "running");
+    }
+  }
+
+  pipe.kill(Stage::Rollup, SIGKILL);
+  pipe.kill(Stage::Ackd, SIGKILL);
+  const auto run = run_shm(out, {"--json", "--shm-name", pipe.shm_name()});
+  INFO(run.output);
+  CHECK(run.status.exited_with(0));
+  Json j(run.output);
+  for (const char* name : kStageNames) {
+    INFO(name);
+    auto s = stage_json(j, name);
+    CHECK(num(s["pid"]) == pid[name]);
+    CHECK_FALSE(bool(s["alive"]));
+    CHECK(str(s["state"]) == "dead");
+  }
+  // What the dead stages left is still there to read.
+  const std::string last = last_stream_id(redis, pipe.options().stream);
+  CHECK(str(j.root["watermarks"]["acked"]) == last);
+  CHECK(num(j.root["totals"]["processed"]) == 500);
+
+  const auto text = run_shm(tmp.file("shm.txt"), {"--shm-name", pipe.shm_name()});
+  CHECK(text.status.exited_with(0));
+  CHECK_THAT(text.output, Catch::Contains("dead"));
+  const auto prom = run_shm(tmp.file("shm.prom"), {"--prometheus", "--shm-name", pipe.shm_name()});
+  CHECK_THAT(prom.output, Catch::Contains("p35_stage_alive{segment=\"" + pipe.shm_name() +
+                                          "\",stage=\"ingest\"} 0"));
+}
+
+TEST_CASE("p35-shm refuses a segment of another layout version, says why and how to fix it",
+          "[inspect][shm]") {
+  ShmGuard guard;
+  TempDir tmp;
+  { auto seg = Segment::open_or_create(small_spec(guard.name())); }  // as the stages make it
+  const auto fine = run_shm(tmp.file("fine.json"), {"--json", "--shm-name", guard.name()});
+  INFO(fine.output);
+  REQUIRE(fine.status.exited_with(0));  // the control: only the version differs below
+  Json j(fine.output);
+  CHECK(str(stage_json(j, "ingest")["state"]) == "dead");  // never attached
+
+  const uint32_t other = shm::kLayoutVersion + 1;
+  patch_u32(guard.path(), offsetof(shm::SegmentHeader, layout_version), other);
+  require_refusal(tmp, guard.name(),
+                  "has layout version " + std::to_string(other) + ", this build uses version " +
+                      std::to_string(shm::kLayoutVersion));
+  require_refusal(tmp, guard.name(), "rm " + guard.path());
+}
+
+TEST_CASE("p35-shm explains every other segment it cannot read and never crashes",
+          "[inspect][shm]") {
+  ShmGuard guard;
+  TempDir tmp;
+
+  SECTION("no segment") { require_refusal(tmp, guard.name(), "Failed to open " + guard.path()); }
+  SECTION("an empty file") {
+    write_bytes(guard.path(), {});
+    require_refusal(tmp, guard.name(), "too small");
+  }
+  SECTION("a file that is not a segment") {
+    std::vector<uint8_t> junk(8192);
+    for (size_t i = 0; i < junk.size(); ++i) junk[i] = static_cast<uint8_t>(i * 131 + 7);
+    write_bytes(guard.path(), junk);
+    require_refusal(tmp, guard.name(), "not a P3.5 segment");
+  }
+  SECTION("a segment cut short") {
+    { auto seg = Segment::open_or_create(small_spec(guard.name())); }
+    REQUIRE(::truncate(guard.path().c_str(), 1 << 16) == 0);
+    require_refusal(tmp, guard.name(), "bytes but the file is 65536 bytes");
+  }
+  SECTION("capacities that do not match the section offsets") {
+    { auto seg = Segment::open_or_create(small_spec(guard.name())); }
+    patch_u32(guard.path(), offsetof(shm::SegmentHeader, caps) + offsetof(shm::Capacities, ring_slots),
+              1u << 30);
+    require_refusal(tmp, guard.name(), "do not match its section offsets");
+  }
+  SECTION("a name with JSON metacharacters still gives valid --json") {
+    require_refusal(tmp, "no\"such\\segment", "Failed to open");
+  }
+}
