@@ -3,6 +3,7 @@
 // entries counted once by the survivors, the snapshot lease moving to a live host.
 #include <catch2/catch.hpp>
 #include <hiredis/hiredis.h>
+#include <signal.h>
 
 #include <chrono>
 #include <random>
@@ -224,6 +225,56 @@ TEST_CASE("Random SIGKILLs across two pipelines in one group keep every count ex
   std::printf("chaos across hosts: messages=%lld kills=%d reboots=%d mismatches=%zu\n", e.total,
               kills, reboots, diffs.size());
   INFO(join(diffs) << hosts[0]->logs_tail() << hosts[1]->logs_tail());
+  CHECK(settled);
+  CHECK(diffs.empty());
+}
+
+TEST_CASE("A hung host whose entries were taken over drops its counts and re-reads, exactly",
+          "[takeover][redis]") {
+  RedisServer redis;
+  std::vector<std::unique_ptr<Pipeline>> hosts;
+  for (const char* name : {"host-a", "host-b"}) {
+    PipelineOptions po;
+    po.consumer = name;
+    po.env = fast_claim_env();
+    po.env["P35_BATCH_SIZE"] = "100";
+    hosts.push_back(std::make_unique<Pipeline>(redis, po));
+    hosts.back()->start_all();
+  }
+  const std::string expect = redis.dir() + "/hung-expect.tsv";
+  SpawnOptions so;
+  so.log_path = redis.dir() + "/loadgen.log";
+  ChildProcess loadgen({env_or("P35_LOADGEN_BIN", "p35-loadgen"), "--redis-socket", redis.socket_path(),
+                        "--count", "40000", "--rate", "4000", "--seed", "74", "--expect", expect, "--quiet"}, so);
+  Connection c = redis.connect();
+  auto& a = *hosts[0];
+  REQUIRE(wait_until([&] { return pending_of(c, "host-a") > 0; }, 30000, 2));
+  for (Stage s : kStages) a.kill(s, SIGSTOP);  // hung, not dead: it still holds its counts
+  const std::string marker_before(c.command({"GET", kPrefix + "commit:host-a"}).str());
+  // host-b takes over host-a's idle entries and moves host-a's marker.
+  REQUIRE(wait_until([&] {
+    return pending_of(c, "host-a") == 0 &&
+           std::string(c.command({"GET", kPrefix + "commit:host-a"}).str()) != marker_before;
+  }, 30000, 20));
+  for (Stage s : kStages) a.kill(s, SIGCONT);
+  // Its next commit fails the compare-and-set: it drops its segment and its stages exit; restarted
+  // (systemd would), it re-reads its pending list against the moved marker.
+  const bool conflict = wait_until([&] {
+    return file_tail(a.log_path(Stage::Rollup), 400).find("Commit marker conflict") != std::string::npos;
+  }, 20000, 20);
+  REQUIRE(loadgen.wait_exit(120000));
+  for (Stage s : kStages) a.kill(s);
+  a.start_all();
+  const Expectation e = read_expectation(expect);
+  std::vector<std::string> diffs;
+  const bool settled = wait_until([&] {
+    diffs = compare_buckets(c, e, kPrefix, false);
+    return diffs.empty() && pending_of(c, "host-a") == 0 && pending_of(c, "host-b") == 0;
+  }, 120000, 200);
+  std::printf("hung host: messages=%lld conflict-seen=%d claimed=%s mismatches=%zu\n", e.total,
+              conflict ? 1 : 0, hgetall(c, kPrefix + "status")["claimed_total"].c_str(), diffs.size());
+  INFO(join(diffs) << a.logs_tail());
+  CHECK(conflict);  // the compare-and-set path was taken, not avoided
   CHECK(settled);
   CHECK(diffs.empty());
 }
