@@ -5,7 +5,7 @@
 # private RSS and latency percentiles, idle cost, exactness). Not part of scripts/test.sh.
 #
 #   sudo bash scripts/bench.sh                      # the full run (about 8 minutes)
-#   sudo bash scripts/bench.sh --quick              # shorter phases (about 2 minutes)
+#   sudo bash scripts/bench.sh --quick              # shorter phases (about 3 minutes)
 #   sudo bash scripts/bench.sh --out /tmp/bench.md  # also write the report to a file
 #   bash scripts/bench.sh --help                    # every option of p35-bench
 set -euo pipefail

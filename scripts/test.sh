@@ -35,9 +35,10 @@ run_suite "$build" "$@"
 
 # The same suite, chaos test included, with every program built with ASan and UBSan (a UB
 # report aborts instead of scrolling by); the stages the tests start are these builds too.
+# GCC 12 warns falsely about std::regex internals once they are instrumented: not our code.
 asan="${P35_ASAN_BUILD_DIR:-$here/build-asan}"
 [ -f "$asan/build.ninja" ] || meson setup "$asan" "$here" -Db_sanitize=address,undefined \
-  -Dcpp_args=-fno-sanitize-recover=all >/dev/null
+  -Dcpp_args="-fno-sanitize-recover=all -Wno-maybe-uninitialized" >/dev/null
 ninja -C "$asan"
 echo "== meson test under ASan + UBSan ($asan)"
 UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}" run_suite "$asan" --timeout-multiplier 3 "$@"

@@ -222,6 +222,53 @@ DrainRun run_drain(BenchContext& ctx, int iteration, const test::Expectation& ex
   return out;
 }
 
+namespace {
+
+// The probes are part of the rate: at 2 msg/s for 60 s, half of the 120 entries are probes.
+int probe_count(const BenchOptions& opt, double rate) {
+  const double total = rate * opt.steady_s;
+  return static_cast<int>(std::min<double>(opt.probes, std::max(1.0, total / 2)));
+}
+
+void sample_memory(const std::array<pid_t, kStageCount>& pids, const std::string& segment,
+                   std::array<MemorySample, kStageCount>& into, bool peak) {
+  for (size_t i = 0; i < kStageCount; ++i) {
+    const MemorySample m = memory_of(pids[i], segment);
+    if (!peak || m.private_kb > into[i].private_kb) into[i] = m;
+  }
+}
+
+// What the steady state measures while the load generator writes: CPU of the stages, Redis and
+// the generator, the whole machine, and Redis's command counts; closed once, when writing ends
+// (not after the wait for the last probes).
+class SteadyWindow {
+ public:
+  SteadyWindow(BenchContext& ctx, std::vector<pid_t> watched)
+      : ctx_(ctx), calls_before_(command_calls(ctx)), start_ns_(mono_ns()), cpu_(std::move(watched)) {}
+  bool closed() const { return end_ns_ != 0; }
+  // While the generator lives: its CPU share (it leaves /proc when it exits).
+  void sample_loadgen(SteadyRun& out) const { out.loadgen_cpu = cpu_.percent()[kStageCount + 1]; }
+  void close(SteadyRun& out) {
+    end_ns_ = mono_ns();
+    const auto pct = cpu_.percent();
+    for (size_t i = 0; i < kStageCount; ++i) out.cpu[i] = pct[i];
+    out.redis_cpu = pct[kStageCount];
+    out.machine_cpu = machine_.busy_percent();
+    out.calls = minus(command_calls(ctx_), calls_before_);
+    out.window_s = static_cast<double>(end_ns_ - start_ns_) / 1e9;
+  }
+
+ private:
+  BenchContext& ctx_;
+  CommandCalls calls_before_;
+  MachineCpu machine_;
+  int64_t start_ns_;
+  int64_t end_ns_ = 0;
+  CpuWindow cpu_;
+};
+
+}  // namespace
+
 SteadyRun run_steady(BenchContext& ctx, double rate) {
   SteadyRun out;
   out.rate = rate;
@@ -231,78 +278,37 @@ SteadyRun run_steady(BenchContext& ctx, double rate) {
   p.start_all();
   const auto pids = wait_stage_pids(p, true);
   std::this_thread::sleep_for(std::chrono::seconds(1));  // first status and snapshot writes
-  const double run_s = ctx.opt.steady_s;
-  // The probes are part of the rate: at 2 msg/s, half the entries are probes.
-  const double total = rate * run_s;
-  const int probes = static_cast<int>(std::min<double>(ctx.opt.probes, std::max(1.0, total / 2)));
-  const double loadgen_rate = rate - probes / run_s;
+  const int probes = probe_count(ctx.opt, rate);
+  LatencyProbe probe(ctx.redis.options(), {kStream, po.key_prefix, p.shm_name(), probes, ctx.opt.steady_s});
   const std::string expect_path = ctx.work_dir + "/steady-expect.tsv";
-  ProbeOptions popt;
-  popt.stream = kStream;
-  popt.key_prefix = po.key_prefix;
-  popt.segment = p.shm_name();
-  popt.probes = probes;
-  popt.run_s = run_s;
-  LatencyProbe probe(ctx.redis.options(), popt);
-
-  const CommandCalls calls_before = command_calls(ctx);
-  const MachineCpu machine;
-  const int64_t t0 = mono_ns();
-  CommandCalls calls_after;
-  ChildProcess lg = spawn_loadgen(
-      ctx, {"--rate", fmt_rate(loadgen_rate), "--duration-s", fmt_rate(run_s), "--seed", "7",
-            "--expect", expect_path});
+  ChildProcess lg = spawn_loadgen(ctx, {"--rate", fmt_rate(rate - probes / ctx.opt.steady_s),
+                                        "--duration-s", fmt_rate(ctx.opt.steady_s), "--seed", "7",
+                                        "--expect", expect_path});
   auto watched = with_redis(pids, ctx.redis.pid());
   watched.push_back(lg.pid());
-  CpuWindow cpu(watched);
-  int64_t lg_end_ns = 0, next_mem_ns = t0;
-  std::vector<double> cpu_pct;
-  const auto sample_memory = [&](std::array<MemorySample, kStageCount>& into, bool peak) {
-    for (size_t i = 0; i < kStageCount; ++i) {
-      const MemorySample m = memory_of(pids[i], segment_path(p));
-      if (!peak) into[i] = m;
-      else if (m.private_kb > into[i].private_kb) into[i] = m;
-    }
-  };
+  SteadyWindow window(ctx, watched);
+  int64_t next_memory_ns = 0;
   out.probes = probe.run([&] {
-    const int64_t now = mono_ns();
-    if (lg_end_ns == 0 && lg.alive()) {
-      out.loadgen_cpu = cpu.percent()[kStageCount + 1];  // gone from /proc once it exited
-    } else if (lg_end_ns == 0) {
-      lg_end_ns = now;
-      cpu_pct = cpu.percent();  // the window is the writing, not the wait for stragglers
-      out.machine_cpu = machine.busy_percent();
-      calls_after = command_calls(ctx);
-    }
-    if (now >= next_mem_ns) {
-      sample_memory(out.mem_peak, true);
-      next_mem_ns = now + 5'000'000'000;
-    }
+    if (!window.closed() && lg.alive()) window.sample_loadgen(out);
+    else if (!window.closed()) window.close(out);
+    if (mono_ns() < next_memory_ns) return;
+    sample_memory(pids, segment_path(p), out.mem_peak, true);
+    next_memory_ns = mono_ns() + 5'000'000'000;
   });
   const auto st = lg.wait_exit(120000);
   if (!st || !st->exited_with(0))
     throw std::runtime_error("p35-loadgen (live) failed:\n" + file_tail(ctx.work_dir + "/loadgen.log"));
-  if (lg_end_ns == 0) {
-    lg_end_ns = mono_ns();
-    cpu_pct = cpu.percent();
-    out.machine_cpu = machine.busy_percent();
-    calls_after = command_calls(ctx);
-  }
-  out.calls = minus(calls_after, calls_before);
-  out.window_s = static_cast<double>(lg_end_ns - t0) / 1e9;
-  for (size_t i = 0; i < kStageCount; ++i) out.cpu[i] = cpu_pct[i];
-  out.redis_cpu = cpu_pct[kStageCount];
-  sample_memory(out.mem_end, false);
-  sample_memory(out.mem_peak, true);
+  if (!window.closed()) window.close(out);
+  sample_memory(pids, segment_path(p), out.mem_end, false);
+  sample_memory(pids, segment_path(p), out.mem_peak, true);
   out.segment_kb = file_resident_kb(segment_path(p));
-  out.ingest_waits = Segment::open_readonly(p.shm_name()).stage(shm::StageId::Ingest).waits.load();
   out.segment_size_kb = file_size_kb(segment_path(p));
-
+  out.ingest_waits = Segment::open_readonly(p.shm_name()).stage(shm::StageId::Ingest).waits.load();
   if (!ctx.opt.probe_log.empty()) append_probe_log(ctx.opt.probe_log, rate, out.probes);
   test::Expectation e = test::read_expectation(expect_path);
   probe.add_to(e, out.probes);
   out.written = static_cast<uint64_t>(e.total);
-  out.achieved = static_cast<double>(e.total) / (static_cast<double>(lg_end_ns - t0) / 1e9);
+  out.achieved = static_cast<double>(e.total) / out.window_s;
   out.diffs = check_exact(ctx, po, e);
   out.exact = out.diffs.empty();
   return out;

@@ -7,6 +7,7 @@
 #include <cmath>
 #include <functional>
 #include <limits>
+#include <string_view>
 
 namespace p35::bench {
 
@@ -104,7 +105,7 @@ double sum3(const std::array<double, kStageCount>& a) { return a[0] + a[1] + a[2
 
 std::string raw_and_drain(const BenchOptions& opt, const BenchResults& r) {
   std::string o = fmt::format(
-      "### 1-2. Raw limit and drain: {} entries of the loadgen mix, batch {}, {} runs each, "
+      "#### 1-2. Raw limit and drain: {} entries of the loadgen mix, batch {}, {} runs each, "
       "alternately (min / median / max)\n\n| measure | min | median | max | target |\n"
       "|---|--:|--:|--:|---|\n",
       thousands(static_cast<double>(opt.backlog)), opt.batch, r.raw.size());
@@ -148,7 +149,8 @@ std::string raw_and_drain(const BenchOptions& opt, const BenchResults& r) {
   o += row3("whole machine busy during the drain (200 % = 2 cores)",
             spread(pick<DrainRun>(r.drain, [](const DrainRun& x) { return x.machine_cpu; })), pct);
   for (const char* c : {"xreadgroup", "evalsha", "xack"})
-    o += row3(fmt::format("Redis time per entry in the drain, {} (commit script included), µs", c),
+    o += row3(fmt::format("Redis time per entry in the drain, {}{}, µs", c,
+                          std::string_view(c) == "evalsha" ? " (the commit script)" : ""),
               spread(pick<DrainRun>(r.drain, [c](const DrainRun& x) {
                 return usec_per_entry(x.calls, {c}, x.messages); })), usec);
   o += row3("redis-server CPU time per entry in the drain, µs",
@@ -166,7 +168,7 @@ std::string raw_and_drain(const BenchOptions& opt, const BenchResults& r) {
 std::string steady_cpu_and_latency(const BenchResults& r) {
   if (r.steady.empty()) return "";
   std::string o =
-      "### 3. Steady state, produced live (CPU % of one core from /proc/<pid>/task/*/schedstat; "
+      "#### 3. Steady state, produced live (CPU % of one core from /proc/<pid>/task/*/schedstat; "
       "private RSS = Private_Clean + Private_Dirty of every mapping but the segment)\n\n"
       "| rate asked (achieved), msg/s | ingest CPU | rollup CPU | ackd CPU | 3 stages | "
       "redis-server CPU | loadgen CPU | whole machine busy (200 % = 2 cores) | "
@@ -239,7 +241,7 @@ std::string idle(const BenchResults& r) {
   if (r.idle.empty()) return "";
   const auto& i = r.idle.front();
   return fmt::format(
-      "### 4. Idle: {:.0f} s with no traffic (after a 10,000-entry catch-up)\n\n"
+      "#### 4. Idle: {:.0f} s with no traffic (after a 10,000-entry catch-up)\n\n"
       "| ingest CPU | rollup CPU | ackd CPU | 3 stages | redis-server CPU | private RSS MB "
       "ingest / rollup / ackd |\n|--:|--:|--:|--:|--:|---|\n"
       "| {:.3f} % | {:.3f} % | {:.3f} % | {:.3f} % | {:.3f} % | {} / {} / {} |\n\n",
@@ -255,7 +257,7 @@ const SteadyRun* at_rate(const BenchResults& r, double rate) {
 }
 
 std::string targets(const BenchResults& r) {
-  std::string o = "### Figures against the targets (printed, not asserted)\n\n"
+  std::string o = "#### Figures against the targets (printed, not asserted)\n\n"
                   "| figure | measured | target | met |\n|---|--:|---|---|\n";
   const auto line = [&](const std::string& what, const std::string& got, const std::string& target, bool ok) {
     o += fmt::format("| {} | {} | {} | {} |\n", what, got, target, ok ? "yes" : "**no**");
@@ -297,7 +299,7 @@ std::string targets(const BenchResults& r) {
 }  // namespace
 
 std::string render_report(const BenchOptions& opt, const BenchResults& r) {
-  std::string o = fmt::format("## p35-bench {}{}\n\n{}\n\n", r.started_utc,
+  std::string o = fmt::format("### p35-bench {}{}\n\n{}\n\n", r.started_utc,
                               opt.quick ? " (--quick: shorter phases, not the issue's figures)" : "",
                               r.machine);
   if (!opt.stage_env.empty()) {
