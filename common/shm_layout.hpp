@@ -11,7 +11,7 @@ namespace p35::shm {
 
 // Bump when any struct below or the meaning of a field changes; a segment of another version is
 // refused (never reinterpreted).
-inline constexpr uint32_t kLayoutVersion = 1;
+inline constexpr uint32_t kLayoutVersion = 2;
 inline constexpr uint64_t kMagic = 0x3533505F5350414DULL;  // "MAPS_P35" little-endian
 inline constexpr size_t kCacheLine = 64;
 inline constexpr int64_t kEmptyMinute = INT64_MIN;  // slot minute of a never-used slot
@@ -166,6 +166,7 @@ struct alignas(kCacheLine) IngestControl {
   std::atomic<uint64_t> id_log_head;       // entries [tail, head) of the ID log are live
   std::atomic<uint64_t> totals[kTotalSlots];
   std::atomic<uint64_t> initialised_from_marker;  // 1 once counted_id was set from Redis
+  IdWords init_marker;  // the marker ingest started this segment from; rollup adopts exactly it
   // The journal: entries are written, then journal_id, then journal_count with release.
   alignas(kCacheLine) std::atomic<uint64_t> journal_count;  // 0: no published journal
   IdWords journal_id;

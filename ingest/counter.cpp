@@ -172,6 +172,8 @@ bool Counter::initialised_from_marker() const {
 
 void Counter::initialise_from_marker(StreamId marker) {
   if (marker > staged_counted_) staged_counted_ = marker;
+  set(off(seg_.ingest().init_marker.ms), marker.ms);
+  set(off(seg_.ingest().init_marker.seq), marker.seq);
   set(off(seg_.ingest().initialised_from_marker), 1);
   flush();
 }

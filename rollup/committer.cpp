@@ -97,13 +97,18 @@ Committer::Resolution Committer::start(Connection& conn, StreamId& marker) {
       return Resolution::Conflict;
     }
   }
-  const StreamId ours = committed();
-  if (ours == marker) return res;
+  StreamId ours = committed();
   if (ours.is_zero() && rc.commit_count.load(std::memory_order_relaxed) == 0) {
-    publish_id(rc.committed, marker);  // fresh segment: Redis already holds counts up to marker
-    bell_ring(seg_.ingest().ackd_bell);
-    return res;
+    // Fresh segment: adopt exactly the marker ingest started from (its counts stand on it), never
+    // a newer one read here: entries between the two would be counted by ingest and committed on
+    // top of another host's claim of them.
+    auto& ic = seg_.ingest();
+    if (ic.initialised_from_marker.load(std::memory_order_acquire) == 0) return Resolution::NotReady;
+    ours = load_id(ic.init_marker);
+    publish_id(rc.committed, ours);
+    bell_ring(ic.ackd_bell);
   }
+  if (ours == marker) return res;
   conflict_ = "this segment committed up to " + ours.str() + " but the marker in Redis is " +
               marker.str();
   return Resolution::Conflict;

@@ -25,7 +25,7 @@ struct CommitPlan {
 class Committer {
  public:
   enum class Outcome { Committed, NothingNew, Conflict };
-  enum class Resolution { NoPending, Applied, Discarded, Conflict };
+  enum class Resolution { NoPending, Applied, Discarded, Conflict, NotReady };
 
   Committer(const Config& cfg, Segment& seg);
 

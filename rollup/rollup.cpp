@@ -42,6 +42,12 @@ bool Rollup::ensure_connected() {
   while (!started_) {
     if (!conn_.connected() && !connect_with_retry(conn_, outage_, cfg_.reconnect_max_ms, &stage_))
       return false;
+    if (!ready_sent_) {
+      // Segment attached and Redis answered. Not later: on a fresh segment rollup waits for ingest,
+      // which systemd starts only once rollup is ready.
+      notify_ready();
+      ready_sent_ = true;
+    }
     try {
       StreamId marker;
       switch (committer_.start(conn_, marker)) {
@@ -55,14 +61,15 @@ bool Rollup::ensure_connected() {
           conflict_at_start_ = true;
           return false;
         case Committer::Resolution::NoPending: break;
+        case Committer::Resolution::NotReady:  // fresh segment: ingest has not started it yet
+          sleep_unless_stopped(50);
+          stage_.heartbeat();
+          if (stop_requested()) return false;
+          continue;
       }
       started_ = true;
-      if (!ready_sent_) {
-        notify_ready();
-        ready_sent_ = true;
-        spdlog::info("Committing under marker {} = {}", cfg_.key_prefix + "commit:" + cfg_.consumer,
-                     marker.str());
-      }
+      spdlog::info("Committing under marker {} = {}", cfg_.key_prefix + "commit:" + cfg_.consumer,
+                   marker.str());
       stage_.set_state(shm::StageState::Running);
     } catch (const RedisError& e) {
       if (e.kind() == RedisErrorKind::Auth) throw;
