@@ -27,7 +27,11 @@ setup() {
   fi
   local ninja_targets=("$@")  # only what this run needs: the whole project takes minutes more
   for t in "${all_targets[@]}"; do ninja_targets+=("fuzz/fuzz_$t"); done
+  # One build at a time: two runs of this script (targets in parallel) share the build directory.
+  exec 9>"$build/.fuzz-build.lock"
+  flock 9
   ninja -C "$build" "${ninja_targets[@]}" >/dev/null || { ninja -C "$build" "${ninja_targets[@]}"; exit 1; }
+  flock -u 9
 }
 
 # "#123 DONE cov: 456 ft: 789 corp: ..." -> "123 456 789"
