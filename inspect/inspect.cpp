@@ -68,6 +68,22 @@ std::string iso_time(int64_t unix_ms) {
   return buf;
 }
 
+// A slot's minute as its bucket key; a minute no ring could hold (a corrupt slot: outside the
+// years 0000-9999 a key can spell; near INT64_MIN minute_key's day arithmetic even overflows)
+// as its number.
+std::string minute_text(int64_t minute) {
+  constexpr int64_t kYear0Minute = -62'167'219'200 / 60;
+  constexpr int64_t kYear10000Minute = 253'402'300'800 / 60;
+  if (minute < kYear0Minute || minute >= kYear10000Minute) return std::to_string(minute);
+  return minute_key(minute);
+}
+
+// The chart's label: HHMM of the bucket key, or the whole text of an implausible minute.
+std::string minute_hhmm(int64_t minute) {
+  const std::string text = minute_text(minute);
+  return text.size() == 12 ? text.substr(8) : text;
+}
+
 // read_id() waits as long as the seqlock is odd, and it stays odd until a writer that died
 // mid-publish restarts; the inspector is needed most exactly then, so it waits a few
 // milliseconds at most and then shows the words as they are.
@@ -221,7 +237,7 @@ std::string render_text(const Snapshot& s, int window_minutes) {
       const double share = static_cast<double>(std::min(v, peak)) / static_cast<double>(peak);
       return static_cast<size_t>(50.0 * share);
     };
-    o += fmt::format("  {} {:>7} {}{}{}\n", minute_key(m.minute).substr(8), m.messages,
+    o += fmt::format("  {} {:>7} {}{}{}\n", minute_hhmm(m.minute), m.messages,
                      std::string(width(m.decisions[0]), '#'),
                      std::string(width(m.messages) - std::min(width(m.messages), width(m.decisions[0])), '.'),
                      m.late ? " (late)" : m.committed ? "" : " (uncommitted)");
@@ -271,7 +287,7 @@ std::string render_json(const Snapshot& s) {
     o += fmt::format("{}{{\"minute\":\"{}\",\"late\":{},\"committed\":{},\"messages\":{},"
                      "\"EXECUTE\":{},\"SKIP\":{},\"BLOCKED\":{},\"ERROR\":{},\"UNKNOWN\":{},"
                      "\"reasons_used\":{},\"symbol_reasons_used\":{},\"overflow\":{}}}",
-                     i ? "," : "", minute_key(m.minute), m.late, m.committed, m.messages,
+                     i ? "," : "", minute_text(m.minute), m.late, m.committed, m.messages,
                      m.decisions[0], m.decisions[1], m.decisions[2], m.decisions[3], m.decisions[4],
                      m.reasons_used, m.symbol_reasons_used, m.overflow);
   }

@@ -15,6 +15,7 @@ build="${P35_FUZZ_BUILD_DIR:-$here/build-fuzz}"
 all_targets=(normalize timestamp clean inspect)
 # Largest input per target: a whole entry with details JSON; a timestamp; a value with its limit;
 # a small segment file (fuzz/segment_image.hpp keeps the patched ones well below this).
+export UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}"  # UBSan reports say where
 declare -A max_len=([normalize]=16384 [timestamp]=256 [clean]=1024 [inspect]=131072)
 
 setup() {
@@ -75,7 +76,8 @@ make_seeds() {
   "$build/loadgen/p35-loadgen" --redis-socket "$tmp/redis.sock" --count 240 --edge-cases \
     --edge-fraction 0.3 --explicit-ids --start-ms 1767225000000 --id-step-ms 250 --seed 35 \
     --quiet || exit 1
-  rm -rf "$here/fuzz/corpus"
+  # regress-* are inputs that once crashed a target (fuzz/crashes/): kept, replayed by every run.
+  [ -d "$here/fuzz/corpus" ] && find "$here/fuzz/corpus" -type f ! -name 'regress-*' -delete
   "$build/fuzz/fuzz_make_seeds" "$tmp/redis.sock" quantum:stream:apply.result "$here/fuzz/corpus"
 }
 
