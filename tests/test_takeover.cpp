@@ -53,6 +53,33 @@ std::map<std::string, std::string> fast_claim_env() {
           {"P35_SYMBOL_REASONS_PER_MINUTE", "16384"}, {"P35_STRINGS", "65536"}};
 }
 
+// One pipeline per host name, each with its own consumer and segment, all started.
+std::vector<std::unique_ptr<Pipeline>> start_hosts(RedisServer& redis,
+                                                   std::initializer_list<const char*> names,
+                                                   const char* batch_size) {
+  std::vector<std::unique_ptr<Pipeline>> hosts;
+  for (const char* name : names) {
+    PipelineOptions po;
+    po.consumer = name;
+    po.env = fast_claim_env();
+    po.env["P35_BATCH_SIZE"] = batch_size;  // small batches: each host takes a share of the stream
+    hosts.push_back(std::make_unique<Pipeline>(redis, po));
+    hosts.back()->start_all();
+  }
+  return hosts;
+}
+
+// p35-loadgen producing live traffic in the background, writing its expectation to `expect`.
+ChildProcess live_traffic(RedisServer& redis, const std::string& count, const std::string& rate,
+                          const std::string& seed, const std::string& expect) {
+  SpawnOptions so;
+  so.log_path = redis.dir() + "/loadgen.log";
+  return ChildProcess({env_or("P35_LOADGEN_BIN", "p35-loadgen"), "--redis-socket",
+                       redis.socket_path(), "--count", count, "--rate", rate, "--seed", seed,
+                       "--expect", expect, "--quiet"},
+                      so);
+}
+
 }  // namespace
 
 TEST_CASE("Taking over from the first version: its pending entries are acked without counting",
@@ -113,20 +140,9 @@ TEST_CASE("Taking over from the first version: its pending entries are acked wit
 TEST_CASE("Three pipelines share the stream; one killed for good is taken over exactly once",
           "[takeover][redis]") {
   RedisServer redis;
-  std::vector<std::unique_ptr<Pipeline>> hosts;
-  for (const char* name : {"host-a", "host-b", "host-c"}) {
-    PipelineOptions po;
-    po.consumer = name;
-    po.env = fast_claim_env();
-    po.env["P35_BATCH_SIZE"] = "100";  // small batches: each host takes a share of the stream
-    hosts.push_back(std::make_unique<Pipeline>(redis, po));
-    hosts.back()->start_all();
-  }
+  auto hosts = start_hosts(redis, {"host-a", "host-b", "host-c"}, "100");
   const std::string expect = redis.dir() + "/multi-expect.tsv";
-  SpawnOptions so;
-  so.log_path = redis.dir() + "/loadgen.log";
-  ChildProcess loadgen({env_or("P35_LOADGEN_BIN", "p35-loadgen"), "--redis-socket", redis.socket_path(),
-                        "--count", "60000", "--rate", "4000", "--seed", "72", "--expect", expect, "--quiet"}, so);
+  ChildProcess loadgen = live_traffic(redis, "60000", "4000", "72", expect);
   Connection c = redis.connect();
   // Kill the host holding the snapshot lease for good, once it holds pending entries: they stay
   // behind for the others to take over, and the lease must move.
@@ -184,20 +200,9 @@ TEST_CASE("Three pipelines share the stream; one killed for good is taken over e
 TEST_CASE("Random SIGKILLs across two pipelines in one group keep every count exact",
           "[takeover][chaos][redis]") {
   RedisServer redis;
-  std::vector<std::unique_ptr<Pipeline>> hosts;
-  for (const char* name : {"host-x", "host-y"}) {
-    PipelineOptions po;
-    po.consumer = name;
-    po.env = fast_claim_env();
-    po.env["P35_BATCH_SIZE"] = "200";
-    hosts.push_back(std::make_unique<Pipeline>(redis, po));
-    hosts.back()->start_all();
-  }
+  auto hosts = start_hosts(redis, {"host-x", "host-y"}, "200");
   const std::string expect = redis.dir() + "/chaos2-expect.tsv";
-  SpawnOptions so;
-  so.log_path = redis.dir() + "/loadgen.log";
-  ChildProcess loadgen({env_or("P35_LOADGEN_BIN", "p35-loadgen"), "--redis-socket", redis.socket_path(),
-                        "--count", "80000", "--rate", "5000", "--seed", "73", "--expect", expect, "--quiet"}, so);
+  ChildProcess loadgen = live_traffic(redis, "80000", "5000", "73", expect);
   std::mt19937_64 rng(73);
   std::uniform_int_distribution<int> host(0, 1), stage(0, 2), gap(10, 150), dice(0, 99);
   int kills = 0, reboots = 0;
@@ -232,20 +237,9 @@ TEST_CASE("Random SIGKILLs across two pipelines in one group keep every count ex
 TEST_CASE("A hung host whose entries were taken over drops its counts and re-reads, exactly",
           "[takeover][redis]") {
   RedisServer redis;
-  std::vector<std::unique_ptr<Pipeline>> hosts;
-  for (const char* name : {"host-a", "host-b"}) {
-    PipelineOptions po;
-    po.consumer = name;
-    po.env = fast_claim_env();
-    po.env["P35_BATCH_SIZE"] = "100";
-    hosts.push_back(std::make_unique<Pipeline>(redis, po));
-    hosts.back()->start_all();
-  }
+  auto hosts = start_hosts(redis, {"host-a", "host-b"}, "100");
   const std::string expect = redis.dir() + "/hung-expect.tsv";
-  SpawnOptions so;
-  so.log_path = redis.dir() + "/loadgen.log";
-  ChildProcess loadgen({env_or("P35_LOADGEN_BIN", "p35-loadgen"), "--redis-socket", redis.socket_path(),
-                        "--count", "40000", "--rate", "4000", "--seed", "74", "--expect", expect, "--quiet"}, so);
+  ChildProcess loadgen = live_traffic(redis, "40000", "4000", "74", expect);
   Connection c = redis.connect();
   auto& a = *hosts[0];
   REQUIRE(wait_until([&] { return pending_of(c, "host-a") > 0; }, 30000, 2));
