@@ -23,46 +23,7 @@ constexpr const char* kDecisionNames[shm::kDecisionSlots] = {"EXECUTE", "SKIP", 
 
 uint64_t ld(const std::atomic<uint64_t>& w) { return w.load(std::memory_order_relaxed); }
 
-void add_slot(const Segment& seg, shm::SlotHeader& s, WindowCounts& w) {
-  for (uint32_t d = 0; d < shm::kDecisionSlots; ++d) w.decisions[kDecisionNames[d]] += ld(s.decisions[d]);
-  const auto str = [&](uint64_t id1) { return std::string(seg.string_at(static_cast<uint32_t>(id1 - 1))); };
-  const std::string ov(keys::kOverflow);
-  for (uint32_t j = 0; j < seg.caps().reason_cap; ++j) {
-    const auto& e = seg.reasons(s)[j];
-    if (const uint64_t k = ld(e.key); k != 0) w.reasons[str(k)] += ld(e.count);
-  }
-  if (const uint64_t o = ld(s.overflow_reason); o != 0) w.reasons[ov] += o;
-  for (uint32_t j = 0; j < seg.caps().unknown_cap; ++j) {
-    const auto& e = seg.unknowns(s)[j];
-    const uint64_t k = ld(e.key);
-    if (k == 0) continue;
-    const bool from_field = (k >> 32) != 0;
-    const std::string member = str(k & 0xffffffffULL);
-    w.decisions[from_field ? "UNKNOWN:" + member : std::string("UNKNOWN")] += ld(e.count);
-    w.unknown_members[from_field ? member : "executed=" + member] += ld(e.count);
-  }
-  if (const uint64_t o = ld(s.overflow_unknown); o != 0) {
-    w.decisions["UNKNOWN:" + ov] += o;
-    w.unknown_members[ov] += o;
-  }
-}
-
 }  // namespace
-
-std::vector<WindowCounts> compute_windows(const Segment& seg, int64_t now_minute) {
-  std::vector<WindowCounts> out(keys::kWindows.size());
-  for (auto& w : out)
-    for (const char* d : kDecisionNames) w.decisions[d] = 0;  // always present, 0 if none
-  for (uint32_t i = 0; i < seg.slot_count(); ++i) {
-    const auto side = static_cast<uint32_t>(seg.slot_meta()[i].side.load(std::memory_order_acquire));
-    auto& s = seg.shadow(side, i);
-    const int64_t minute = s.minute.load(std::memory_order_relaxed);
-    if (minute == shm::kEmptyMinute || minute > now_minute) continue;
-    for (size_t k = 0; k < keys::kWindows.size(); ++k)
-      if (minute > now_minute - keys::kWindows[k].minutes) add_slot(seg, s, out[k]);
-  }
-  return out;
-}
 
 std::vector<std::pair<std::string, uint64_t>> top_n(const std::map<std::string, uint64_t>& m,
                                                     size_t n) {

@@ -20,9 +20,6 @@ struct WindowCounts {
   std::map<std::string, uint64_t> unknown_members;  // filled for every window, written for 5m
 };
 
-// Sum the committed shadow over the W most recent minutes up to now_minute, for each window.
-std::vector<WindowCounts> compute_windows(const Segment& seg, int64_t now_minute);
-
 // The top n of a count map: count descending, ties to the smaller name in byte order.
 std::vector<std::pair<std::string, uint64_t>> top_n(const std::map<std::string, uint64_t>& m,
                                                     size_t n);
