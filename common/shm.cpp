@@ -3,11 +3,13 @@
 
 #include <dirent.h>
 #include <fcntl.h>
+#include <pwd.h>
 #include <signal.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <array>
 #include <bit>
 #include <cerrno>
 #include <chrono>
@@ -23,7 +25,47 @@ namespace {
 constexpr uint32_t kJournalCap = 1U << 16;  // a batch that needs more is applied in parts
 constexpr uint64_t kSectionAlign = 4096;
 
-uint64_t align_up(uint64_t v, uint64_t a) { return (v + a - 1) / a * a; }
+// What a header may declare (issue 8: a hostile header must never make a reader's arithmetic
+// wrap or its accesses leave the mapping). The maxima are the configuration's (common/config.cpp;
+// tests/test_shm.cpp checks that the largest configuration passes); table capacities are powers of
+// two, as Counter::bump indexes them with `& (cap - 1)`, at least the configuration's minimums,
+// which also keeps every Slot a multiple of 64 bytes (SlotHeader is alignas(64)). Counts that
+// something divides by (minute % ring_slots, head % id_log_cap) are at least 1.
+struct CapLimit {
+  const char* field;    // as check_caps() names it
+  const char* setting;  // where the value comes from
+  uint32_t shm::Capacities::*member;
+  uint32_t min, max;
+  bool power_of_two;
+};
+constexpr CapLimit kCapLimits[] = {
+    {"ring_slots", "P35_RING_SLOTS", &shm::Capacities::ring_slots, 1, 4096, false},
+    {"late_slots", "P35_LATE_SLOTS", &shm::Capacities::late_slots, 0, 256, false},
+    {"reasons_per_minute", "P35_REASONS_PER_MINUTE", &shm::Capacities::reason_cap, 16, 1U << 20,
+     true},
+    {"symbol_reasons_per_minute", "P35_SYMBOL_REASONS_PER_MINUTE",
+     &shm::Capacities::symbol_reason_cap, 16, 1U << 20, true},
+    {"unknown_per_minute", "P35_UNKNOWN_PER_MINUTE", &shm::Capacities::unknown_cap, 4, 1U << 16,
+     true},
+    {"strings", "P35_STRINGS", &shm::Capacities::string_cap, 0, 4194304, false},
+    {"id_log", "P35_ID_LOG", &shm::Capacities::id_log_cap, 1, 16777216, false},
+    {"journal", "fixed by the build", &shm::Capacities::journal_cap, 0, kJournalCap, false},
+};
+
+// The first capacity outside kCapLimits, as "<field>=<value> ..." text; empty if none.
+std::string capacity_problem(const shm::Capacities& c) {
+  for (const CapLimit& l : kCapLimits) {
+    const uint32_t v = c.*l.member;
+    if (v > l.max)
+      return fmt::format("{}={} exceeds the limit {} ({})", l.field, v, l.max, l.setting);
+    if (v < l.min)
+      return fmt::format("{}={} is below the minimum {} ({})", l.field, v, l.min, l.setting);
+    if (l.power_of_two && !std::has_single_bit(v))
+      return fmt::format("{}={} is not a power of two (its table is indexed by hash & (capacity "
+                         "- 1), and slots must stay 64-byte aligned; {})", l.field, v, l.setting);
+  }
+  return {};
+}
 
 uint32_t pow2(int v) { return std::bit_ceil(static_cast<uint32_t>(v)); }
 
@@ -40,6 +82,36 @@ std::string removal_hint(std::string_view name) {
       "stop every P3.5 stage of this consumer, then remove it with `rm {}` and start them again "
       "(counts not yet committed are re-read from the pending list; nothing is lost)",
       shm_path(name));
+}
+
+std::string user_text(uid_t uid) {
+  passwd pw{};
+  passwd* found = nullptr;
+  char buf[1024];
+  if (::getpwuid_r(uid, &pw, buf, sizeof buf, &found) == 0 && found != nullptr)
+    return fmt::format("uid {} ({})", uid, found->pw_name);
+  return fmt::format("uid {}", uid);
+}
+
+// The stages trust what they read from the segment and commit it to Redis, so only their own
+// user may be able to change it: a file owned by another user, or that others may read or write,
+// is refused (p35-shm, which only reads, does not check).
+void check_owner_and_mode(const struct stat& st, std::string_view name) {
+  const std::string path = shm_path(name);
+  const unsigned mode = st.st_mode & 07777;
+  if (!S_ISREG(st.st_mode))
+    throw ShmError(fmt::format("Segment {} is not a regular file; {}", path, removal_hint(name)));
+  if (st.st_uid != ::geteuid())
+    throw ShmError(fmt::format(
+        "Segment {} is owned by {} (mode {:04o}), but this process runs as {}: the file's owner "
+        "could change counts before they reach Redis, so it is refused. Fix: run every stage as "
+        "the user that owns it, or {}",
+        path, user_text(st.st_uid), mode, user_text(::geteuid()), removal_hint(name)));
+  if ((mode & 077) != 0)
+    throw ShmError(fmt::format(
+        "Segment {} has mode {:04o} (owner {}): other users may read or change it, so it is "
+        "refused; the stages create it 0600. Fix: `chmod 0600 {}`, or {}",
+        path, mode, user_text(st.st_uid), path, removal_hint(name)));
 }
 
 // Fill a fresh, zeroed segment: header fields, empty slot minutes, then the magic with release.
@@ -137,6 +209,7 @@ void check_caps(const shm::Capacities& have, const shm::Capacities& want, std::s
   diff("unknown_per_minute", have.unknown_cap, want.unknown_cap);
   diff("strings", have.string_cap, want.string_cap);
   diff("id_log", have.id_log_cap, want.id_log_cap);
+  diff("journal", have.journal_cap, want.journal_cap);
 }
 
 // Magic, version and size of a mapped header; shared by read-write and read-only opens.
@@ -190,31 +263,118 @@ uint64_t SegmentSpec::fingerprint() const {
   return h;
 }
 
+namespace {
+
+// Checked uint64 arithmetic: a result that does not fit sets `overflow` (and is then meaningless).
+struct Checked {
+  bool overflow = false;
+  uint64_t add(uint64_t a, uint64_t b) {
+    uint64_t r = 0;
+    overflow |= __builtin_add_overflow(a, b, &r);
+    return r;
+  }
+  uint64_t mul(uint64_t a, uint64_t b) {
+    uint64_t r = 0;
+    overflow |= __builtin_mul_overflow(a, b, &r);
+    return r;
+  }
+  uint64_t align_up(uint64_t v, uint64_t a) { return add(v, a - 1) / a * a; }
+};
+
+// The sections after the header, in layout order: name, field and size in bytes.
+struct SectionSize {
+  const char* name;
+  uint64_t shm::SectionOffsets::*field;
+  uint64_t bytes;
+};
+std::array<SectionSize, 11> section_sizes(const shm::Capacities& c, uint64_t slot_bytes,
+                                          Checked& k) {
+  using namespace shm;
+  using O = SectionOffsets;
+  const uint64_t slots = k.add(c.ring_slots, c.late_slots);
+  const uint64_t slot_array = k.mul(slot_bytes, slots);
+  return {{{"stages", &O::stages, sizeof(StageBlock) * kStageCount},
+           {"ingest", &O::ingest, sizeof(IngestControl)},
+           {"rollup", &O::rollup, sizeof(RollupControl)},
+           {"ackd", &O::ackd, sizeof(AckdControl)},
+           {"journal", &O::journal, k.mul(sizeof(JournalEntry), c.journal_cap)},
+           {"id_log", &O::id_log, k.mul(sizeof(IdLogEntry), c.id_log_cap)},
+           {"strings", &O::strings, k.mul(sizeof(StringEntry), c.string_cap)},
+           {"slots", &O::slots, slot_array},
+           {"shadows", &O::shadows, k.mul(slot_array, 2)},
+           {"slot_meta", &O::slot_meta, k.mul(sizeof(SlotMeta), slots)},
+           {"pending_slots", &O::pending_slots, k.mul(sizeof(PendingSlot), slots)}}};
+}
+
+}  // namespace
+
 shm::SectionOffsets compute_layout(const shm::Capacities& c) {
   using namespace shm;
+  Checked k;
   SectionOffsets o{};
-  const uint64_t slots = uint64_t{c.ring_slots} + c.late_slots;
-  o.slot_bytes = sizeof(SlotHeader) +
-                 sizeof(TableEntry) * (uint64_t{c.reason_cap} + c.symbol_reason_cap + c.unknown_cap);
+  o.slot_bytes = k.add(sizeof(SlotHeader),
+                       k.mul(sizeof(TableEntry),
+                             k.add(k.add(c.reason_cap, c.symbol_reason_cap), c.unknown_cap)));
   uint64_t at = sizeof(SegmentHeader);
-  const auto section = [&](uint64_t& field, uint64_t bytes) {
-    field = at;
-    at = align_up(at + bytes, kSectionAlign);
-  };
-  section(o.stages, sizeof(StageBlock) * kStageCount);
-  section(o.ingest, sizeof(IngestControl));
-  section(o.rollup, sizeof(RollupControl));
-  section(o.ackd, sizeof(AckdControl));
-  section(o.journal, sizeof(JournalEntry) * c.journal_cap);
-  section(o.id_log, sizeof(IdLogEntry) * c.id_log_cap);
-  section(o.strings, sizeof(StringEntry) * c.string_cap);
-  section(o.slots, o.slot_bytes * slots);
-  section(o.shadows, o.slot_bytes * slots * 2);
-  section(o.slot_meta, sizeof(SlotMeta) * slots);
-  section(o.pending_slots, sizeof(PendingSlot) * slots);
+  for (const SectionSize& s : section_sizes(c, o.slot_bytes, k)) {
+    o.*s.field = at;
+    at = k.align_up(k.add(at, s.bytes), kSectionAlign);
+  }
   o.end = at;
+  if (k.overflow)
+    throw ShmError(fmt::format(
+        "Capacities ring_slots={} late_slots={} reasons={} symbol_reasons={} unknowns={} "
+        "strings={} id_log={} journal={} need a segment larger than 2^64 bytes",
+        c.ring_slots, c.late_slots, c.reason_cap, c.symbol_reason_cap, c.unknown_cap,
+        c.string_cap, c.id_log_cap, c.journal_cap));
   return o;
 }
+
+void check_capacities(const shm::Capacities& caps, std::string_view whose) {
+  if (const std::string problem = capacity_problem(caps); !problem.empty())
+    throw ShmError(fmt::format("{}: {}", whose, problem));
+}
+
+namespace {
+
+// Everything beyond the header that a process relies on, judged from the header and the file size
+// alone, before any byte past the header is touched: capacities within kCapLimits, every section
+// inside the file, and the header's offsets exactly the layout its capacities give, ending at the
+// file size. A header that fails is corrupt or hostile: refused, never "repaired".
+void check_layout(const shm::SegmentHeader& h, size_t file_size, std::string_view name) {
+  const auto refuse = [&](const std::string& what) {
+    throw ShmError(fmt::format("Segment {}: {}; the header is corrupt or not from this build; {}",
+                               shm_path(name), what, removal_hint(name)));
+  };
+  if (h.header_size != sizeof(shm::SegmentHeader))
+    refuse(fmt::format("header_size={} but this build's header is {} bytes", h.header_size,
+                       sizeof(shm::SegmentHeader)));
+  if (const std::string problem = capacity_problem(h.caps); !problem.empty()) refuse(problem);
+  const shm::SectionOffsets expect = compute_layout(h.caps);  // cannot overflow within the limits
+  if (h.off.slot_bytes != expect.slot_bytes || h.off.slot_bytes % shm::kCacheLine != 0)
+    refuse(fmt::format("header capacities do not match its section offsets: slot_bytes={}, the "
+                       "capacities give {}", h.off.slot_bytes, expect.slot_bytes));
+  Checked k;
+  for (const SectionSize& s : section_sizes(h.caps, expect.slot_bytes, k)) {
+    const uint64_t at = h.off.*s.field;
+    Checked end_k;
+    const uint64_t end = end_k.add(at, s.bytes);
+    if (at < sizeof(shm::SegmentHeader) || end_k.overflow || end > file_size)
+      refuse(fmt::format("section {} at offset {} with {} bytes does not lie between the header "
+                         "and the end of the {}-byte file (header capacities do not match its "
+                         "section offsets)",
+                         s.name, at, s.bytes, file_size));
+    if (at != expect.*s.field)
+      refuse(fmt::format("header capacities do not match its section offsets: {} is at {}, the "
+                         "capacities put it at {}", s.name, at, expect.*s.field));
+  }
+  if (h.off.end != expect.end || expect.end != file_size)
+    refuse(fmt::format("header capacities do not match its section offsets: they lay out {} "
+                       "bytes, the header says {} and the file is {} bytes",
+                       expect.end, h.off.end, file_size));
+}
+
+}  // namespace
 
 Segment::Segment(std::string name, int fd, uint8_t* base, size_t size, bool writable)
     : name_(std::move(name)), fd_(fd), base_(base), size_(size), writable_(writable) {
@@ -246,18 +406,31 @@ Segment::~Segment() {
 }
 
 Segment Segment::open_or_create(const SegmentSpec& spec, bool* created) {
+  check_capacities(spec.caps, "The configured capacities");  // never make what readers refuse
   const auto off = compute_layout(spec.caps);
   const std::string path = shm_path(spec.name);
   bool made = false;
-  int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+  // O_NOFOLLOW: /dev/shm is world-writable; a symlink planted there is never followed.
+  int fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0 && errno == ENOENT) {
     made = try_create(spec, off);
-    fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC);
+    fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
   }
   if (fd < 0) throw ShmError(fmt::format("Failed to open {}: {}", path, errno_text()));
   if (created != nullptr) *created = made;
   struct stat st {};
-  if (::fstat(fd, &st) != 0 || st.st_size < static_cast<off_t>(sizeof(shm::SegmentHeader))) {
+  if (::fstat(fd, &st) != 0) {
+    const auto why = errno_text();
+    ::close(fd);
+    throw ShmError(fmt::format("Failed to stat {}: {}", path, why));
+  }
+  try {
+    check_owner_and_mode(st, spec.name);
+  } catch (...) {
+    ::close(fd);
+    throw;
+  }
+  if (st.st_size < static_cast<off_t>(sizeof(shm::SegmentHeader))) {
     ::close(fd);
     throw ShmError(fmt::format("Segment {} is too small to be a P3.5 segment; {}", path,
                                removal_hint(spec.name)));
@@ -271,6 +444,7 @@ Segment Segment::open_or_create(const SegmentSpec& spec, bool* created) {
   }
   Segment seg(spec.name, fd, base, file_size, true);
   check_header(seg.header(), file_size, spec.name);
+  check_layout(seg.header(), file_size, spec.name);
   if (seg.header().fingerprint != spec.fingerprint())
     throw ShmError(fmt::format("Segment {} belongs to '{}' but this process is configured for "
                                "'{}'; use another P35_SHM_NAME, or {}", path,
@@ -303,9 +477,7 @@ Segment Segment::open_readonly(std::string_view name) {
   Segment seg(std::string(name), fd, base, file_size, false);
   check_header(seg.header(), file_size, name);
   // A header that passed the checks still has to describe a layout that fits the file.
-  const auto expect = compute_layout(seg.caps());
-  if (std::memcmp(&expect, &seg.off(), sizeof expect) != 0 || expect.end != file_size)
-    throw ShmError(fmt::format("{}: header capacities do not match its section offsets", path));
+  check_layout(seg.header(), file_size, name);
   return seg;
 }
 
@@ -365,6 +537,17 @@ StreamId read_id(const shm::SeqId& src) {
     // Odd: the writer is between its stores, or died there and republishes when it restarts.
     usleep(50);
   }
+}
+
+std::optional<StreamId> try_read_id(const shm::SeqId& src, int attempts) {
+  for (int attempt = 0; attempt < attempts; ++attempt) {
+    if (attempt > 0) usleep(50);
+    const uint64_t v1 = src.lock.load(std::memory_order_acquire);
+    const StreamId id{src.ms.load(std::memory_order_relaxed), src.seq.load(std::memory_order_relaxed)};
+    std::atomic_thread_fence(std::memory_order_acquire);  // the words before the re-check
+    if ((v1 & 1) == 0 && src.lock.load(std::memory_order_relaxed) == v1) return id;
+  }
+  return std::nullopt;  // a writer died mid-publish (or is very slow): unknown for now
 }
 
 StreamId load_id(const shm::IdWords& src) {

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -32,7 +33,13 @@ struct SegmentSpec {
 };
 
 // Offsets of every section for the given capacities (pure; used by creator and validators).
+// Checked arithmetic: throws ShmError if the layout does not fit in 64 bits.
 shm::SectionOffsets compute_layout(const shm::Capacities& caps);
+
+// Throws ShmError ("<whose>: <field>=<value> exceeds the limit <max> (<setting>)", below the
+// minimum, or not a power of two) for capacities this build cannot lay out or index safely: the
+// configuration's limits; table capacities powers of two. Every open checks a header with it.
+void check_capacities(const shm::Capacities& caps, std::string_view whose);
 
 std::string shm_path(std::string_view name);  // "/dev/shm/<name>"
 
@@ -42,7 +49,8 @@ class Segment {
   // creator initialises a private file and links it into place, so nobody sees it half-made.
   // Throws ShmError if an existing segment has another version, size, capacities or fingerprint.
   static Segment open_or_create(const SegmentSpec& spec, bool* created = nullptr);
-  // Read-only mapping of whatever segment is there (for p35-shm); validates only magic/version.
+  // Read-only mapping of whatever segment is there (for p35-shm); validates magic, version and
+  // the layout (capacity limits, every section inside the file), not the fingerprint.
   static Segment open_readonly(std::string_view name);
 
   Segment(Segment&& other) noexcept;
@@ -113,7 +121,10 @@ class Segment {
 
 // Reading and publishing stream IDs through a SeqId (two-word seqlock, single writer).
 void publish_id(shm::SeqId& dst, StreamId id);
-StreamId read_id(const shm::SeqId& src);
+StreamId read_id(const shm::SeqId& src);  // waits while the lock is odd (writer mid-publish)
+// read_id with a bound: nullopt after `attempts` odd or torn reads 50 us apart, i.e. when the
+// writer died between its stores and has not republished yet (for status and monitoring).
+std::optional<StreamId> try_read_id(const shm::SeqId& src, int attempts = 100);
 StreamId load_id(const shm::IdWords& src);   // only where the writer is quiescent or is us
 void store_id(shm::IdWords& dst, StreamId id);
 

@@ -202,6 +202,13 @@ int64_t choose_event_ms(std::optional<int64_t> timestamp_ms, int64_t id_ms) {
 int64_t minute_of_ms(int64_t event_ms) { return floor_div(event_ms, kMsPerMinute); }
 
 std::string minute_key(int64_t minute) {
+  // Total for every int64: a minute outside the years 0000-9999 has no YYYYMMDDHHMM (and near
+  // INT64_MIN/MAX the day arithmetic below would overflow), so it is its number with a sign,
+  // "-N" or "+N": never 12 plain digits, so never another minute's key (p35-shm shows the same).
+  constexpr int64_t kYear0Minute = -62'167'219'200 / 60;      // 0000-01-01T00:00Z
+  constexpr int64_t kYear10000Minute = 253'402'300'800 / 60;  // 10000-01-01T00:00Z
+  if (minute < kYear0Minute) return std::to_string(minute);
+  if (minute >= kYear10000Minute) return "+" + std::to_string(minute);
   const int64_t day = floor_div(minute, kMinutesPerDay);
   const int64_t minute_of_day = minute - day * kMinutesPerDay;
   const std::chrono::year_month_day ymd{std::chrono::sys_days{std::chrono::days{day}}};

@@ -52,7 +52,11 @@ void check_minute(int64_t ms) {
   const std::string key = p35::minute_key(minute);
   constexpr int64_t kYear0Ms = -62'167'219'200'000;      // 0000-01-01T00:00Z
   constexpr int64_t kYear10000Ms = 253'402'300'800'000;  // 10000-01-01T00:00Z
-  if (ms < kYear0Ms || ms >= kYear10000Ms) return;
+  if (ms < kYear0Ms || ms >= kYear10000Ms) {  // no YYYYMMDDHHMM: the minute, with its sign
+    check(key == (minute < 0 ? "" : "+") + std::to_string(minute),
+          "minute_key outside the years 0000-9999 is the signed minute", key);
+    return;
+  }
   check(key.size() == 12, "minute_key is YYYYMMDDHHMM", key);
   const std::string iso = key.substr(0, 4) + "-" + key.substr(4, 2) + "-" + key.substr(6, 2) + "T" +
                           key.substr(8, 2) + ":" + key.substr(10, 2) + "Z";

@@ -68,20 +68,15 @@ std::string iso_time(int64_t unix_ms) {
   return buf;
 }
 
-// A slot's minute as its bucket key; a minute no ring could hold (a corrupt slot: outside the
-// years 0000-9999 a key can spell; near INT64_MIN minute_key's day arithmetic even overflows)
-// as its number.
-std::string minute_text(int64_t minute) {
-  constexpr int64_t kYear0Minute = -62'167'219'200 / 60;
-  constexpr int64_t kYear10000Minute = 253'402'300'800 / 60;
-  if (minute < kYear0Minute || minute >= kYear10000Minute) return std::to_string(minute);
-  return minute_key(minute);
-}
+// A slot's minute as its bucket key; minute_key() is total: a minute no ring could hold (a
+// corrupt slot, outside the years 0000-9999 a key can spell) is its signed number, "-N" or "+N".
+std::string minute_text(int64_t minute) { return minute_key(minute); }
 
 // The chart's label: HHMM of the bucket key, or the whole text of an implausible minute.
 std::string minute_hhmm(int64_t minute) {
   const std::string text = minute_text(minute);
-  return text.size() == 12 ? text.substr(8) : text;
+  const bool key = text.size() == 12 && text[0] != '-' && text[0] != '+';
+  return key ? text.substr(8) : text;
 }
 
 // read_id() waits as long as the seqlock is odd, and it stays odd until a writer that died

@@ -12,7 +12,9 @@
 #include <array>
 #include <chrono>
 #include <cstdint>
+#include <cstddef>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <fstream>
 #include <functional>
@@ -309,6 +311,150 @@ inline uint64_t mapped_inode(const void* base) {
     return inode;
   }
   return 0;
+}
+
+// --- crafted (hostile) headers, issue 8 --------------------------------------------------------
+
+// The section offsets as compute_layout() gave them before it checked its arithmetic: every sum
+// and product modulo 2^64. A hostile header declares these so that its offsets "match".
+inline shm::SectionOffsets wrapping_layout(const shm::Capacities& c) {
+  shm::SectionOffsets o{};
+  const uint64_t slots = uint64_t{c.ring_slots} + c.late_slots;
+  o.slot_bytes = sizeof(shm::SlotHeader) +
+                 sizeof(shm::TableEntry) * (uint64_t{c.reason_cap} + c.symbol_reason_cap + c.unknown_cap);
+  uint64_t at = sizeof(shm::SegmentHeader);
+  const auto section = [&](uint64_t& field, uint64_t bytes) {
+    field = at;
+    at = (at + bytes + 4095) / 4096 * 4096;
+  };
+  section(o.stages, sizeof(shm::StageBlock) * shm::kStageCount);
+  section(o.ingest, sizeof(shm::IngestControl));
+  section(o.rollup, sizeof(shm::RollupControl));
+  section(o.ackd, sizeof(shm::AckdControl));
+  section(o.journal, sizeof(shm::JournalEntry) * c.journal_cap);
+  section(o.id_log, sizeof(shm::IdLogEntry) * c.id_log_cap);
+  section(o.strings, sizeof(shm::StringEntry) * c.string_cap);
+  section(o.slots, o.slot_bytes * slots);
+  section(o.shadows, o.slot_bytes * slots * 2);
+  section(o.slot_meta, sizeof(shm::SlotMeta) * slots);
+  section(o.pending_slots, sizeof(shm::PendingSlot) * slots);
+  o.end = at;
+  return o;
+}
+
+// A `size`-byte segment file, zero but for its header: magic, version, header size,
+// segment_size = size, the fingerprint of `spec`, `caps` and `off`.
+inline std::vector<char> crafted_segment(const SegmentSpec& spec, const shm::Capacities& caps,
+                                         const shm::SectionOffsets& off, size_t size) {
+  std::vector<char> bytes(size, 0);
+  const auto put = [&](size_t at, const auto& v) { std::memcpy(bytes.data() + at, &v, sizeof v); };
+  put(offsetof(shm::SegmentHeader, magic), shm::kMagic);
+  put(offsetof(shm::SegmentHeader, layout_version), shm::kLayoutVersion);
+  put(offsetof(shm::SegmentHeader, header_size), uint32_t{sizeof(shm::SegmentHeader)});
+  put(offsetof(shm::SegmentHeader, segment_size), uint64_t{size});
+  put(offsetof(shm::SegmentHeader, fingerprint), spec.fingerprint());
+  put(offsetof(shm::SegmentHeader, caps), caps);
+  put(offsetof(shm::SegmentHeader, off), off);
+  return bytes;
+}
+
+// A hostile header (fuzz/crashes/inspect/ and its variations), and what its refusal must say.
+struct CraftedHeader {
+  std::string what;
+  std::vector<char> file;
+  std::vector<std::string> says;
+};
+
+// Headers that every open must refuse, before it touches anything past the header. Those with
+// the capacities of `spec` carry its fingerprint too, so only the layout checks stand between
+// them and open_or_create.
+inline std::vector<CraftedHeader> crafted_headers(const SegmentSpec& spec) {
+  std::vector<CraftedHeader> all;
+  const auto add = [&](std::string what, const shm::Capacities& caps, const shm::SectionOffsets& off,
+                       size_t size, std::vector<std::string> says) {
+    all.push_back({std::move(what), crafted_segment(spec, caps, off, size), std::move(says)});
+  };
+  // fuzz crash layout-size-wraps-2to64: the wrapped layout ends at 8192, the file's size.
+  const shm::Capacities wraps{1U << 31, 1U << 31, 89478467, 0, 0, 1574821274, 0, 0};
+  add("layout-size-wraps-2to64", wraps, wrapping_layout(wraps), 8192,
+      {"ring_slots=2147483648", "exceeds the limit 4096", "P35_RING_SLOTS", "rm "});
+  // fuzz crash misaligned-slot-odd-capacities: tables of 1 give 304-byte slots.
+  const shm::Capacities odd{2, 0, 1, 1, 1, 0, 0, 0};
+  add("misaligned-slot-odd-capacities", odd, wrapping_layout(odd), wrapping_layout(odd).end,
+      {"reasons_per_minute=1", "below the minimum 16"});
+  // One capacity just past its limit (the rest legitimate), in an 8 KiB file.
+  struct Past {
+    const char* field;
+    uint32_t shm::Capacities::*member;
+    uint32_t limit;
+  };
+  for (const Past& p : {Past{"ring_slots", &shm::Capacities::ring_slots, 4096},
+                        Past{"late_slots", &shm::Capacities::late_slots, 256},
+                        Past{"reasons_per_minute", &shm::Capacities::reason_cap, 1U << 20},
+                        Past{"symbol_reasons_per_minute", &shm::Capacities::symbol_reason_cap, 1U << 20},
+                        Past{"unknown_per_minute", &shm::Capacities::unknown_cap, 1U << 16},
+                        Past{"strings", &shm::Capacities::string_cap, 4194304},
+                        Past{"id_log", &shm::Capacities::id_log_cap, 16777216},
+                        Past{"journal", &shm::Capacities::journal_cap, 1U << 16}}) {
+    for (const uint32_t v : {p.limit * 2, uint32_t{0xffffffff}}) {
+      shm::Capacities caps = spec.caps;
+      caps.*p.member = v;
+      add(std::string(p.field) + " " + std::to_string(v), caps, wrapping_layout(caps), 8192,
+          {std::string(p.field) + "=" + std::to_string(v),
+           "exceeds the limit " + std::to_string(p.limit)});
+    }
+  }
+  // Every capacity huge: the first one is named.
+  const shm::Capacities huge{~0U, ~0U, ~0U, ~0U, ~0U, ~0U, ~0U, ~0U};
+  add("all 2^32-1", huge, wrapping_layout(huge), 8192, {"ring_slots=4294967295", "limit 4096"});
+  // Table capacities that are not powers of two, or below the creator's minimums, with a layout
+  // that is otherwise consistent (file of the size it gives).
+  const auto tables = [&](uint32_t r, uint32_t sr, uint32_t u, std::vector<std::string> says) {
+    shm::Capacities caps = spec.caps;
+    caps.reason_cap = r, caps.symbol_reason_cap = sr, caps.unknown_cap = u;
+    add("tables " + std::to_string(r) + "/" + std::to_string(sr) + "/" + std::to_string(u), caps,
+        wrapping_layout(caps), wrapping_layout(caps).end, std::move(says));
+  };
+  tables(24, 64, 16, {"reasons_per_minute=24", "not a power of two"});  // slots still 64-aligned
+  tables(17, 64, 16, {"reasons_per_minute=17", "not a power of two"});  // slots misaligned
+  tables(16, 48, 16, {"symbol_reasons_per_minute=48", "not a power of two"});
+  tables(16, 64, 12, {"unknown_per_minute=12", "not a power of two"});
+  tables(16, 64, 2, {"unknown_per_minute=2", "below the minimum 4"});
+  tables(0, 64, 16, {"reasons_per_minute=0", "below the minimum 16"});
+  {
+    shm::Capacities caps = spec.caps;
+    caps.ring_slots = 0;
+    add("no ring slots", caps, wrapping_layout(caps), wrapping_layout(caps).end,
+        {"ring_slots=0", "below the minimum 1"});
+  }
+  // Legitimate capacities, offsets that are not the layout they give.
+  const shm::SectionOffsets good = wrapping_layout(spec.caps);
+  const auto moved = [&](const char* what, uint64_t shm::SectionOffsets::*field, uint64_t value,
+                         std::vector<std::string> says) {
+    shm::SectionOffsets off = good;
+    off.*field = value;
+    add(what, spec.caps, off, good.end, std::move(says));
+  };
+  moved("slots past the end", &shm::SectionOffsets::slots, good.end - 4096,
+        {"section slots at offset " + std::to_string(good.end - 4096), "does not lie between the header and the end"});
+  moved("shadows at 2^64 - 4096", &shm::SectionOffsets::shadows, ~uint64_t{4095},
+        {"section shadows", "does not lie between the header and the end"});
+  moved("stages inside the header", &shm::SectionOffsets::stages, 0,
+        {"section stages at offset 0", "does not lie between the header and the end"});
+  moved("strings one page later", &shm::SectionOffsets::strings, good.strings + 4096,
+        {"do not match its section offsets", "strings is at " + std::to_string(good.strings + 4096)});
+  moved("slot_bytes + 64", &shm::SectionOffsets::slot_bytes, good.slot_bytes + 64,
+        {"do not match its section offsets", "slot_bytes=" + std::to_string(good.slot_bytes + 64)});
+  moved("end one page short", &shm::SectionOffsets::end, good.end - 4096,
+        {"do not match its section offsets", "the header says " + std::to_string(good.end - 4096)});
+  {
+    std::vector<char> file = crafted_segment(spec, spec.caps, good, good.end);
+    const uint32_t header_size = 4095;
+    std::memcpy(file.data() + offsetof(shm::SegmentHeader, header_size), &header_size,
+                sizeof header_size);
+    all.push_back({"header_size 4095", std::move(file), {"header_size=4095"}});
+  }
+  return all;
 }
 
 }  // namespace p35::test

@@ -400,8 +400,23 @@ TEST_CASE("p35-shm explains every other segment it cannot read and never crashes
   SECTION("capacities that do not match the section offsets") {
     { auto seg = Segment::open_or_create(small_spec(guard.name())); }
     patch_u32(guard.path(), offsetof(shm::SegmentHeader, caps) + offsetof(shm::Capacities, ring_slots),
-              1u << 30);
+              65);
     require_refusal(tmp, guard.name(), "do not match its section offsets");
+  }
+  SECTION("capacities beyond the configuration's limits") {
+    { auto seg = Segment::open_or_create(small_spec(guard.name())); }
+    patch_u32(guard.path(), offsetof(shm::SegmentHeader, caps) + offsetof(shm::Capacities, ring_slots),
+              1u << 30);
+    require_refusal(tmp, guard.name(), "ring_slots=1073741824 exceeds the limit 4096");
+  }
+  SECTION("crafted headers: wrapping layouts, huge or non-power-of-two capacities, offsets "
+          "outside the file (issue 8; the real p35-shm died of SIGBUS on the first)") {
+    for (const auto& c : crafted_headers(small_spec(guard.name()))) {
+      INFO("crafted header: " << c.what);
+      write_file(guard.path(), c.file);
+      REQUIRE(::chmod(guard.path().c_str(), 0600) == 0);
+      for (const std::string& why : c.says) require_refusal(tmp, guard.name(), why);
+    }
   }
   SECTION("a name with JSON metacharacters still gives valid --json") {
     require_refusal(tmp, "no\"such\\segment", "Failed to open");

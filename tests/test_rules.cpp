@@ -648,6 +648,51 @@ TEST_CASE("minute_key formats UTC minutes as YYYYMMDDHHMM", "[rules]") {
   }
 }
 
+// Issue 8 (fuzz/crashes/inspect/minute-key-overflow): minute_key is total. A minute outside the
+// years 0000-9999 has no YYYYMMDDHHMM (near INT64_MIN/MAX the day arithmetic overflowed, UBSan):
+// it is its number with a sign, never 12 plain digits, so never the key of another minute.
+TEST_CASE("minute_key is defined for every int64: minutes outside 0000-9999 are signed numbers",
+          "[rules]") {
+  constexpr int64_t kYear0 = -62'167'219'200 / 60;      // 0000-01-01T00:00Z
+  constexpr int64_t kYear10000 = 253'402'300'800 / 60;  // 10000-01-01T00:00Z
+  struct Case {
+    int64_t minute;
+    std::string key;
+  };
+  const std::vector<Case> cases = {
+      {kYear0, "000001010000"},
+      {kYear10000 - 1, "999912312359"},
+      {kYear0 - 1, std::to_string(kYear0 - 1)},
+      {kYear10000, "+" + std::to_string(kYear10000)},
+      {INT64_MIN, "-9223372036854775808"},
+      {INT64_MIN + 1, "-9223372036854775807"},
+      {INT64_MIN + 1439, "-9223372036854774369"},  // the fuzz crash: within a day of INT64_MIN
+      {INT64_MAX, "+9223372036854775807"},
+      {INT64_MAX - 1440, "+9223372036854774367"},
+      {202601010000, "+202601010000"},  // 12 digits, but not 2026-01-01T00:00's key
+  };
+  for (const Case& c : cases) {
+    INFO("minute=" << c.minute);
+    CHECK(p35::minute_key(c.minute) == c.key);
+  }
+  CHECK(p35::minute_key(1767225600 / 60) == "202601010000");
+  // Every minute of the extremes of what minute_of_ms gives, and around both year edges.
+  for (const int64_t base : {p35::minute_of_ms(INT64_MIN), p35::minute_of_ms(INT64_MAX) - 3000,
+                             kYear0 - 3000, kYear10000 - 3000, INT64_MIN, INT64_MAX - 6000}) {
+    for (int64_t k = 0; k < 6000; ++k) {
+      const int64_t minute = base + k;
+      const std::string key = p35::minute_key(minute);
+      INFO("minute=" << minute << " key=" << key);
+      if (minute >= kYear0 && minute < kYear10000) {
+        REQUIRE(key.size() == 12);
+        REQUIRE(key.find_first_not_of("0123456789") == std::string::npos);
+      } else {
+        REQUIRE(key == (minute < 0 ? "" : "+") + std::to_string(minute));
+      }
+    }
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // entries as a whole
 

@@ -316,7 +316,8 @@ TEST_CASE("open_readonly throws ShmError on missing, empty, short or garbage fil
       CHECK_THROWS_AS(Segment::open_readonly(guard.name()), ShmError);
     }
   }
-  // Garbage that passes magic, version and size: the header's capacities and offsets disagree.
+  // Garbage that passes magic, version and size: its header size, capacities and offsets are
+  // refused (crafted_headers() below names each check).
   const auto craft = [&](uint32_t seed) {
     auto bytes = p35::test::random_bytes(1 << 20, seed);
     const uint64_t magic = shm::kMagic, size = bytes.size();
@@ -329,7 +330,7 @@ TEST_CASE("open_readonly throws ShmError on missing, empty, short or garbage fil
   };
   for (uint32_t seed = 0; seed < 20; ++seed) {
     p35::test::write_file(guard.path(), craft(seed));
-    CHECK_THAT(refusal_readonly(guard.name()), Contains("do not match"));
+    CHECK_THAT(refusal_readonly(guard.name()), Contains("the header is corrupt or not from this build"));
   }
   // And a real segment opens read-only.
   ::unlink(guard.path().c_str());
@@ -337,6 +338,111 @@ TEST_CASE("open_readonly throws ShmError on missing, empty, short or garbage fil
   const Segment ro = Segment::open_readonly(guard.name());
   CHECK(ro.size() == size);
   CHECK(ro.caps().ring_slots == 64);
+}
+
+// Issue 8 (fuzz/crashes/inspect/layout-size-wraps-2to64, misaligned-slot-odd-capacities): a
+// header whose capacities wrap the layout arithmetic, exceed the configuration's limits, are not
+// powers of two, or whose offsets leave the file, is refused before anything past the header is
+// touched, by the read-only and the read-write open alike, with the field, value and limit.
+TEST_CASE("crafted headers (wrapping, huge, non-power-of-two capacities, offsets outside the "
+          "file) are refused by every open with field, value and limit, never a crash",
+          "[shm]") {
+  const ShmGuard guard;
+  const SegmentSpec spec = small_spec(guard.name());
+  // The crafted files are faithful: the same header with the creator's layout opens both ways.
+  const auto good = p35::compute_layout(spec.caps);
+  p35::test::write_file(guard.path(),
+                        p35::test::crafted_segment(spec, spec.caps, good, good.end));
+  REQUIRE(::chmod(guard.path().c_str(), 0600) == 0);  // as the stages create it
+  CHECK_NOTHROW(Segment::open_readonly(guard.name()));
+  CHECK_NOTHROW(Segment::open_or_create(spec));
+  // The fuzz crash: before the fix its layout wrapped past 2^64 to end at its 8 KiB file size.
+  const shm::Capacities wraps{1U << 31, 1U << 31, 89478467, 0, 0, 1574821274, 0, 0};
+  CHECK(p35::test::wrapping_layout(wraps).end == 8192);
+  CHECK_THROWS_WITH(p35::compute_layout(wraps), Contains("larger than 2^64 bytes"));
+
+  const auto crafted = p35::test::crafted_headers(spec);
+  REQUIRE(crafted.size() > 20);
+  for (const auto& c : crafted) {
+    INFO("crafted header: " << c.what);
+    p35::test::write_file(guard.path(), c.file);
+    REQUIRE(::chmod(guard.path().c_str(), 0600) == 0);
+    const std::string ro = refusal_readonly(guard.name());
+    const std::string rw = refusal(spec);
+    INFO("open_readonly: " << ro << "\nopen_or_create: " << rw);
+    for (const std::string& s : c.says) {
+      CHECK_THAT(ro, Contains(s));
+      CHECK_THAT(rw, Contains(s));
+    }
+    CHECK_THAT(ro, Contains(guard.path()) && Contains("rm " + guard.path()));
+    CHECK(p35::test::file_bytes(guard.path()) == c.file);  // refused, never "repaired"
+  }
+}
+
+// The segment's capacity limits are exactly the configuration's: every value the configuration
+// accepts (non-powers of two included: tables are rounded up, the rest need not be powers of
+// two) makes a segment that opens, and one past the limit is refused by the configuration.
+TEST_CASE("capacity limits of the segment are the configuration's; odd configured values work",
+          "[shm]") {
+  const p35::ProgramInfo info{"p35-test", "Capacity limits."};
+  const auto parse = [&](const p35::Environment& env) {
+    const char* argv[] = {"p35-test", nullptr};
+    return p35::parse_config(1, argv, info, env).config;
+  };
+  struct Limit {
+    const char* variable;
+    long long min, max;
+  };
+  const Limit limits[] = {{"P35_RING_SLOTS", 64, 4096},
+                          {"P35_LATE_SLOTS", 1, 256},
+                          {"P35_REASONS_PER_MINUTE", 16, 1048576},
+                          {"P35_SYMBOL_REASONS_PER_MINUTE", 16, 1048576},
+                          {"P35_UNKNOWN_PER_MINUTE", 4, 65536},
+                          {"P35_STRINGS", 64, 4194304},
+                          {"P35_ID_LOG", 1024, 16777216}};
+  p35::Environment all_max, all_min;
+  for (const Limit& l : limits) {
+    INFO(l.variable);
+    for (const long long v : {l.min, l.max, (l.min + l.max) / 2 + 1}) {
+      const auto caps = SegmentSpec::from_config(parse({{l.variable, std::to_string(v)}})).caps;
+      CHECK_NOTHROW(p35::check_capacities(caps, "config"));
+      CHECK_NOTHROW(p35::compute_layout(caps));
+    }
+    CHECK_THROWS_AS(parse({{l.variable, std::to_string(l.max + 1)}}), p35::ConfigError);
+    all_max[l.variable] = std::to_string(l.max);
+    all_min[l.variable] = std::to_string(l.min);
+  }
+  for (const auto* env : {&all_max, &all_min}) {
+    const auto caps = SegmentSpec::from_config(parse(*env)).caps;
+    CHECK_NOTHROW(p35::check_capacities(caps, "config"));
+    CHECK(p35::compute_layout(caps).slot_bytes % shm::kCacheLine == 0);
+  }
+  // A configuration of odd values creates a segment that every open accepts.
+  const ShmGuard guard;
+  SegmentSpec spec = SegmentSpec::from_config(parse({{"P35_RING_SLOTS", "97"},
+                                                     {"P35_LATE_SLOTS", "3"},
+                                                     {"P35_REASONS_PER_MINUTE", "100"},
+                                                     {"P35_SYMBOL_REASONS_PER_MINUTE", "17"},
+                                                     {"P35_UNKNOWN_PER_MINUTE", "5"},
+                                                     {"P35_STRINGS", "1000"},
+                                                     {"P35_ID_LOG", "1500"}}));
+  spec.name = guard.name();
+  CHECK(spec.caps.reason_cap == 128);
+  CHECK(spec.caps.symbol_reason_cap == 32);
+  CHECK(spec.caps.unknown_cap == 8);
+  bool created = false;
+  { const Segment seg = Segment::open_or_create(spec, &created); }
+  CHECK(created);
+  CHECK_NOTHROW(Segment::open_or_create(spec));
+  const Segment ro = Segment::open_readonly(guard.name());
+  CHECK(ro.caps().ring_slots == 97);
+  CHECK(ro.caps().id_log_cap == 1500);
+  // And capacities beyond the limits are never created (readers would refuse them).
+  SegmentSpec too_big = small_spec(guard.name() + "-big");
+  too_big.caps.string_cap = 4194305;
+  CHECK_THROWS_WITH(Segment::open_or_create(too_big),
+                    Contains("strings=4194305") && Contains("exceeds the limit 4194304"));
+  CHECK(::access(p35::shm_path(too_big.name).c_str(), F_OK) != 0);
 }
 
 // --- (3) seqlock across two processes --------------------------------------------------------
