@@ -60,6 +60,8 @@ void Generator::next(uint64_t index, int64_t base_ms, Entry& out) {
   out.intent.clear();
   out.hostile = options_.edge_cases && chance(rng_, options_.edge_fraction);
   if (out.hostile) pick_aspects();
+  // Drawn only when asked for, so that runs without a flood keep their entries.
+  flood_reason_ = options_.distinct_reasons > 0 && chance(rng_, options_.distinct_reasons);
   plan_id_.value.clear();
   fmt::format_to(std::back_inserter(plan_id_.value), "plan-{:016x}", rng_());
   plan_id_.present = true;
@@ -101,7 +103,14 @@ void Generator::pick_aspects() {
 }
 
 void Generator::plan_symbol() {
-  plain_symbol_ = catalog::symbols().pick(rng_);
+  if (options_.symbols > 0) {
+    synthetic_symbol_.clear();
+    fmt::format_to(std::back_inserter(synthetic_symbol_), "F{:06}USDT",
+                   below(rng_, options_.symbols));
+    plain_symbol_ = synthetic_symbol_;
+  } else {
+    plain_symbol_ = catalog::symbols().pick(rng_);
+  }
   if (!has(kSymbol)) {
     symbol_.set(plain_symbol_);
     intent_->symbol.assign(plain_symbol_);
@@ -276,7 +285,13 @@ void Generator::set_unknown_from_executed() {
 void Generator::plan_close_shape() {
   action_.set("close");
   set_plain_unknown();
-  intent_->reason.assign("none");
+  if (!flood_reason_) {
+    intent_->reason.assign("none");
+    return;
+  }
+  // A flood reason needs a carrier; a close result has no details object to put it in.
+  choose_reason_text("none");
+  plan_reason(chance(rng_, 0.5) ? Carrier::Error : Carrier::Reason);
 }
 
 void Generator::plan_steps_results(bool executed_true) {
@@ -296,6 +311,10 @@ void Generator::plan_steps_results(bool executed_true) {
 }
 
 void Generator::choose_reason_text(std::string_view plain) {
+  if (flood_reason_) {  // whatever the shape chose, this entry's reason never repeats
+    catalog::free_text_error(rng_, index_, flood_text_);
+    plain = flood_text_;
+  }
   reason_raw_.clear();
   if (!has(kReasonText)) {
     reason_raw_.text(plain);

@@ -38,6 +38,11 @@ struct GeneratorOptions {
   uint64_t seed = 1;
   bool edge_cases = false;
   double edge_fraction = 0.10;  // share of hostile entries with edge_cases
+  // Flood (bad input at volume): share of entries whose reason is a never-repeating exchange
+  // error (0: the realistic mix), and symbols drawn uniformly from this many synthetic ones
+  // (0: the realistic 40).
+  double distinct_reasons = 0;
+  uint32_t symbols = 0;
 };
 
 class Generator {
@@ -108,6 +113,9 @@ class Generator {
   unsigned aspects_ = 0;
   Intent* intent_ = nullptr;
   std::string_view plain_symbol_;
+  bool flood_reason_ = false;      // this entry's reason never repeats (distinct_reasons)
+  std::string flood_text_;         // that reason
+  std::string synthetic_symbol_;   // this entry's symbol with `symbols` set
 
   RawField plan_id_{"plan_id"}, symbol_{"symbol"}, action_{"action"}, decision_{"decision"},
       executed_{"executed"}, would_execute_{"would_execute"}, steps_results_{"steps_results"},

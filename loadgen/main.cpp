@@ -49,6 +49,12 @@ cxxopts::Options make_options() {
                      "bad JSON, odd timestamps, duplicate fields)")
       ("edge-fraction", "Share of hostile entries with --edge-cases",
        cxxopts::value<double>()->default_value("0.1"))
+      ("distinct-reasons", "Flood: share of entries (0..1) whose reason is a never-repeating "
+                           "exchange error; 1 makes every reason distinct",
+       cxxopts::value<double>()->default_value("0"))
+      ("symbols", "Flood: draw symbols uniformly from N synthetic ones (F000000USDT...) instead "
+                  "of the realistic 40; 0: the realistic 40",
+       cxxopts::value<uint32_t>()->default_value("0"))
       ("explicit-ids", "Choose IDs <ms>-<seq>, strictly increasing from --start-ms, instead of '*'")
       ("start-ms", "First explicit ID's time (default: now)", cxxopts::value<int64_t>())
       ("id-step-ms", "Backlog with --explicit-ids: ID time advance per entry (live: 1000/rate)",
@@ -130,6 +136,11 @@ p35::loadgen::LoadgenOptions to_options(const cxxopts::ParseResult& r) {
   o.generator.edge_fraction = r["edge-fraction"].as<double>();
   require(o.generator.edge_fraction >= 0 && o.generator.edge_fraction <= 1,
           "--edge-fraction must be 0..1");
+  o.generator.distinct_reasons = r["distinct-reasons"].as<double>();
+  require(o.generator.distinct_reasons >= 0 && o.generator.distinct_reasons <= 1,
+          "--distinct-reasons must be 0..1");
+  o.generator.symbols = r["symbols"].as<uint32_t>();
+  require(o.generator.symbols <= 1000000, "--symbols must be 0..1000000");
   o.explicit_ids = r.count("explicit-ids") > 0;
   o.start_ms = r.count("start-ms") ? r["start-ms"].as<int64_t>() : p35::loadgen::wall_clock_ms();
   require(o.start_ms > 0, "--start-ms must be positive");
