@@ -35,8 +35,15 @@ bool starts_with_word(std::string_view text, std::string_view word) {
 // Error replies that say "who you are is not allowed": reconnecting (and AUTHing again) is the
 // remedy, or the operator must fix the credentials.
 bool is_auth_error(std::string_view server_text) {
-  return starts_with_word(server_text, "NOAUTH") || starts_with_word(server_text, "NOPERM") ||
-         starts_with_word(server_text, "WRONGPASS");
+  return starts_with_word(server_text, "NOAUTH") || starts_with_word(server_text, "WRONGPASS");
+}
+
+// Error replies that say "you are known but may not do this": the ACL user lacks a command or a
+// key pattern. Inside a script Redis 7 reports it as an ERR ("The user executing the script
+// can't run this command or subcommand", "... can't access at least one of the keys ...").
+bool is_noperm_error(std::string_view server_text) {
+  return starts_with_word(server_text, "NOPERM") ||
+         server_text.find("The user executing the script can't") != std::string_view::npos;
 }
 
 bool is_timeout_errno(int e) {
@@ -122,6 +129,22 @@ void ignore_default_sigpipe() {
 }
 
 }  // namespace
+
+RedisError error_from_reply(std::string_view doing, std::string_view server_text,
+                            std::string_view username) {
+  std::string message = fmt::format("Failed to {}: {}", doing, server_text);
+  if (is_auth_error(server_text))
+    return RedisError(RedisErrorKind::Auth, message, std::string(server_text));
+  if (!is_noperm_error(server_text))
+    return RedisError(RedisErrorKind::Reply, message, std::string(server_text));
+  const std::string_view user = username.empty() ? "default" : username;
+  message += fmt::format(
+      ". The Redis ACL user '{}' lacks a permission P3.5 needs: grant it (the rule is in "
+      "p35-redis.acl, README \"Least privilege\"); ACL LOG on the Redis server names what was "
+      "refused",
+      user);
+  return RedisError(RedisErrorKind::NoPerm, message, std::string(server_text));
+}
 
 // ---- RedisOptions -------------------------------------------------------------------------------
 
@@ -260,6 +283,8 @@ Connection::~Connection() = default;
 Connection::Connection(Connection&&) noexcept = default;
 Connection& Connection::operator=(Connection&&) noexcept = default;
 
+int Connection::fd() const { return ctx_ ? ctx_->fd : -1; }
+
 void Connection::disconnect() {
   ctx_.reset();
 }
@@ -313,13 +338,11 @@ void Connection::authenticate() {
 void Connection::select_db() {
   const std::string doing = fmt::format("select db {} on {}", options_.db, options_.endpoint());
   Reply r = handshake_command(CommandArgs{"SELECT"}.add(options_.db), doing);
-  if (r.is_error()) {
-    const auto kind = is_auth_error(r.str()) ? RedisErrorKind::Auth : RedisErrorKind::Reply;
-    throw RedisError(kind, fmt::format("Failed to {}: {}", doing, r.str()), std::string(r.str()));
-  }
+  if (r.is_error()) throw error_from_reply(doing, r.str(), options_.username);
 }
 
-// A name is only a label: a refusal matters only when it says we are not authenticated.
+// A name is only a label: a refusal matters only when it says we are not authenticated (an ACL
+// user without CLIENT SETNAME still works, unnamed in CLIENT LIST).
 void Connection::set_client_name() {
   const std::string doing = fmt::format("set the client name on {}", options_.endpoint());
   Reply r = handshake_command(CommandArgs{"CLIENT", "SETNAME", options_.client_name}, doing);
@@ -366,14 +389,11 @@ Reply Connection::command(const CommandArgs& args) {
   if (raw == nullptr) fail(fmt::format("run {} on {}", name, options_.endpoint()), errno);
   Reply r(static_cast<redisReply*>(raw));
   if (!r.is_error()) return r;
-  std::string server_text(r.str());
-  const std::string message =
-      fmt::format("Failed to run {} on {}: {}", name, options_.endpoint(), server_text);
-  if (is_auth_error(server_text)) {
-    disconnect();
-    throw RedisError(RedisErrorKind::Auth, message, std::move(server_text));
-  }
-  throw RedisError(RedisErrorKind::Reply, message, std::move(server_text));
+  RedisError error =
+      error_from_reply(fmt::format("run {} on {}", name, options_.endpoint()), r.str(),
+                       options_.username);
+  if (error.connection_lost()) disconnect();
+  throw error;
 }
 
 Reply Connection::command(std::initializer_list<std::string_view> args) {

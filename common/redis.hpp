@@ -25,8 +25,12 @@ enum class RedisErrorKind {
   Closed,    // the server closed the connection
   Protocol,  // unparsable reply
   Auth,      // AUTH refused (wrong password, unknown user, NOAUTH)
+  NoPerm,    // the ACL user may not run this command or touch this key (NOPERM, or the same
+             // refusal inside a script); the connection stays usable, the message says the fix
   Reply,     // the server answered an error reply (message holds it: "NOSCRIPT ...", "OOM ...")
 };
+// When this enum grows: update connection_lost(), error_from_reply() and the stage loops that
+// decide per kind whether to retry (ingest, rollup, ackd, connect_with_retry).
 
 // what(): "<what we were doing>: <what hiredis or Redis said>". Never contains the password.
 class RedisError : public std::runtime_error {
@@ -34,10 +38,12 @@ class RedisError : public std::runtime_error {
   RedisError(RedisErrorKind kind, const std::string& message, std::string server_message = {})
       : std::runtime_error(message), kind_(kind), server_message_(std::move(server_message)) {}
   RedisErrorKind kind() const { return kind_; }
-  // For Reply/Auth: the server's error text as it came ("NOSCRIPT No matching script...").
+  // For Reply/Auth/NoPerm: the server's error text as it came ("NOSCRIPT No matching script...").
   const std::string& server_message() const { return server_message_; }
   // The connection is unusable after this error and must be reconnected.
-  bool connection_lost() const { return kind_ != RedisErrorKind::Reply; }
+  bool connection_lost() const {
+    return kind_ != RedisErrorKind::Reply && kind_ != RedisErrorKind::NoPerm;
+  }
 
  private:
   RedisErrorKind kind_;
@@ -88,6 +94,13 @@ class Reply {
   std::unique_ptr<redisReply, Free> r_;
 };
 
+// The typed error for an error reply the server sent while we were `doing` something ("run XACK
+// on unix:/x"): Auth for NOAUTH and WRONGPASS, NoPerm for NOPERM or an ACL refusal inside a
+// script (the message then names the user and says how to fix it), else Reply. `username` is the
+// ACL user we authenticated as (empty: the default user).
+RedisError error_from_reply(std::string_view doing, std::string_view server_text,
+                            std::string_view username = {});
+
 // Helpers to read elements of a reply tree without copying. A nullptr counts as nil / empty.
 bool reply_is_nil(const redisReply* r);
 std::string_view reply_str(const redisReply* r);
@@ -126,12 +139,13 @@ class Connection {
   void connect();
   void disconnect();
   bool connected() const { return ctx_ != nullptr; }
+  int fd() const;  // the socket, -1 when not connected
   const RedisOptions& options() const { return options_; }
 
   // One command, one round trip. Throws RedisError: Reply kind for a top-level error reply (the
   // connection stays usable), any other kind after disconnecting. Not connected: throws Closed.
-  // NOAUTH, NOPERM and WRONGPASS error replies throw Auth (and disconnect: a reconnect AUTHs
-  // again).
+  // NOAUTH and WRONGPASS error replies throw Auth (and disconnect: a reconnect AUTHs again);
+  // NOPERM throws NoPerm (see error_from_reply).
   Reply command(const CommandArgs& args);
   Reply command(std::initializer_list<std::string_view> args);
 

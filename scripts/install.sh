@@ -132,6 +132,8 @@ create_user() {
 
 install_env_file() {
   put_file 0644 "$here/systemd/p35-decision-intelligence.env.example" "$env_file.example"
+  # The Redis ACL user's rule (README "Least privilege"); for the Redis server, not read by us.
+  put_file 0644 "$here/systemd/p35-redis.acl" "$conf_dir/p35-redis.acl"
   if [ -e "$env_file" ]; then
     say "kept       $env_file (existing settings are never overwritten)"
     return

@@ -1,6 +1,8 @@
 // Integration-test harness: the three real stages, drains, loadgen runs and bucket comparison.
 #include "pipeline_harness.hpp"
 
+#include <fcntl.h>
+#include <fmt/format.h>
 #include <hiredis/hiredis.h>
 #include <signal.h>
 #include <unistd.h>
@@ -9,6 +11,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
+#include <random>
 #include <sstream>
 #include <stdexcept>
 
@@ -50,6 +53,63 @@ Pipeline::Pipeline(RedisServer& redis, PipelineOptions options)
     opt_.shm_name = "p35test-" + std::to_string(getpid()) + "-" + std::to_string(g_pipelines++);
   if (opt_.log_dir.empty()) opt_.log_dir = redis_.dir();
   remove_segment();
+  if (opt_.acl_user) create_acl_user();
+}
+
+std::string glob_escape(const std::string& text) {
+  std::string out;
+  for (char c : text) {
+    if (c == '*' || c == '?' || c == '[' || c == ']' || c == '\\') out += '\\';
+    out += c;
+  }
+  return out;
+}
+
+std::vector<std::string> acl_setuser_args(const std::string& user, const std::string& password,
+                                          const std::string& stream,
+                                          const std::string& key_prefix) {
+  const std::string path = env_or("P35_ACL_FILE", P35_SOURCE_ACL_FILE);
+  std::ifstream in(path);
+  std::vector<std::string> words;
+  for (std::string w; in >> w;) words.push_back(w);
+  if (words.size() < 3 || words[0] != "user")
+    throw std::runtime_error("cannot read the ACL rule (user <name> <rules...>) from " + path);
+  std::vector<std::string> args{"ACL", "SETUSER", user, "reset"};
+  for (size_t i = 2; i < words.size(); ++i) {
+    if (words[i] == "~quantum:stream:apply.result") args.push_back("~" + glob_escape(stream));
+    else if (words[i] == "~quantum:p35:*") args.push_back("~" + glob_escape(key_prefix) + "*");
+    else args.push_back(words[i]);
+  }
+  args.push_back(">" + password);
+  return args;
+}
+
+// A user per pipeline (several share one server in the take-over tests), saved to the server's
+// ACL file so that it survives restart(); the password reaches the stages only through a file.
+void Pipeline::create_acl_user() {
+  acl_user_ = opt_.shm_name;
+  std::random_device rd;
+  password_ = fmt::format("pw-{:08x}{:08x}{:08x}", rd(), rd(), rd());
+  password_file_ = opt_.log_dir + "/" + opt_.shm_name + ".redis-password";
+  {
+    const int fd = ::open(password_file_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) throw std::runtime_error("cannot create " + password_file_);
+    const std::string line = password_ + "\n";
+    const bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
+    ::close(fd);
+    if (!ok) throw std::runtime_error("cannot write " + password_file_);
+  }
+  const auto args = acl_setuser_args(acl_user_, password_, opt_.stream, opt_.key_prefix);
+  CommandArgs setuser;
+  for (const auto& a : args) setuser.add(a);
+  Connection admin = redis_.connect();
+  admin.command(setuser);
+  admin.command({"ACL", "SAVE"});
+}
+
+pid_t Pipeline::pid(Stage s) const {
+  const auto& p = procs_[static_cast<size_t>(s)];
+  return p ? p->pid() : -1;
 }
 
 Pipeline::~Pipeline() {
@@ -74,6 +134,11 @@ void Pipeline::start(Stage s) {
   so.env["P35_CONSUMER"] = opt_.consumer;
   so.env["P35_KEY_PREFIX"] = opt_.key_prefix;
   so.env["P35_STREAM"] = opt_.stream;
+  if (!acl_user_.empty()) {
+    so.env["REDIS_USERNAME"] = acl_user_;
+    so.env["REDIS_PASSWORD_FILE"] = password_file_;
+    so.unset_env.push_back("REDIS_PASSWORD");
+  }
   if (so.env.count("LOG_LEVEL") == 0) so.env["LOG_LEVEL"] = "INFO";
   so.log_path = log_path(s);
   p = std::make_unique<ChildProcess>(std::vector<std::string>{env_or(bin_var(s), "")}, so);

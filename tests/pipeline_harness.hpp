@@ -27,7 +27,18 @@ struct PipelineOptions {
   std::string stream = "quantum:stream:apply.result";
   std::map<std::string, std::string> env;  // extra variables (P35_BATCH_SIZE, ...)
   std::string log_dir;    // default: the redis server's dir
+  // Run the stages as a Redis ACL user with exactly the rule of systemd/p35-redis.acl (key
+  // patterns for this stream and prefix), via REDIS_USERNAME and REDIS_PASSWORD_FILE; false: the
+  // default user.
+  bool acl_user = true;
 };
+
+// The shipped ACL rule (systemd/p35-redis.acl, or $P35_ACL_FILE) as ACL SETUSER arguments for
+// `user`: "reset", its rules with the key patterns of `stream` and `key_prefix`, and ">password".
+std::vector<std::string> acl_setuser_args(const std::string& user, const std::string& password,
+                                          const std::string& stream, const std::string& key_prefix);
+// A glob pattern that matches `text` literally (for ACL key patterns).
+std::string glob_escape(const std::string& text);
 
 class Pipeline {
  public:
@@ -43,12 +54,20 @@ class Pipeline {
   void remove_segment();
   const std::string& shm_name() const { return opt_.shm_name; }
   const PipelineOptions& options() const { return opt_; }
+  // The stages' Redis ACL user, its password and the file the stages read it from (empty without
+  // acl_user).
+  const std::string& acl_user() const { return acl_user_; }
+  const std::string& password() const { return password_; }
+  const std::string& password_file() const { return password_file_; }
+  pid_t pid(Stage s) const;  // -1 when not started
   std::string log_path(Stage s) const;
   std::string logs_tail() const;  // the tail of every stage's log, for failure messages
 
  private:
+  void create_acl_user();
   RedisServer& redis_;
   PipelineOptions opt_;
+  std::string acl_user_, password_, password_file_;
   std::array<std::unique_ptr<ChildProcess>, 3> procs_;
 };
 

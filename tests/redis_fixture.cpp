@@ -57,7 +57,12 @@ int pick_free_loopback_port() {
 RedisServer::RedisServer(RedisServerOptions options)
     : options_(std::move(options)), program_(redis_server_program()), dir_(make_temp_dir()) {
   socket_path_ = dir_ + "/redis.sock";
-  if (!options_.acl_file_text.empty()) write_file(dir_ + "/users.acl", options_.acl_file_text);
+  std::string acl = options_.acl_file_text;
+  if (acl.empty()) {
+    const std::string pass = options_.requirepass.empty() ? "nopass" : ">" + options_.requirepass;
+    acl = "user default on " + pass + " ~* &* +@all\n";
+  }
+  write_file(dir_ + "/users.acl", acl);
   // Another process may take the port between our probe and redis-server's bind: try again.
   for (int attempt = 1;; ++attempt) {
     if (options_.tcp) port_ = pick_free_loopback_port();
@@ -104,9 +109,9 @@ std::vector<std::string> RedisServer::command_line() const {
   };
   // clang-format on
   if (options_.appendonly) args.insert(args.end(), {"--appendfsync", "always"});
-  if (!options_.requirepass.empty())
-    args.insert(args.end(), {"--requirepass", options_.requirepass});
-  if (!options_.acl_file_text.empty()) args.insert(args.end(), {"--aclfile", dir_ + "/users.acl"});
+  // requirepass is the default user's password in the ACL file: with --aclfile, the file's
+  // default user replaces whatever --requirepass said.
+  args.insert(args.end(), {"--aclfile", dir_ + "/users.acl"});
   args.insert(args.end(), options_.extra_args.begin(), options_.extra_args.end());
   return args;
 }

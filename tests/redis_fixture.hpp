@@ -16,10 +16,11 @@ struct RedisServerOptions {
   bool tcp = false;
   // AOF on with appendfsync always, so that restart() and kill() lose nothing acknowledged.
   bool appendonly = false;
-  // --requirepass for the default user; options() and connect() then AUTH with it.
+  // The default user's password; options() and connect() then AUTH with it.
   std::string requirepass;
-  // When non-empty, written to <dir>/users.acl and passed as --aclfile (e.g. "user default on
-  // nopass ~* &* +@all"). Excludes requirepass in redis-server.
+  // Written to <dir>/users.acl, always passed as --aclfile (so that users a test creates with
+  // ACL SETUSER and ACL SAVE survive restart()). Empty: "user default on nopass ~* &* +@all", or
+  // with requirepass its password instead of nopass. A non-empty text replaces requirepass.
   std::string acl_file_text;
   // Appended to the command line as they are, e.g. {"--maxmemory", "1mb"}.
   std::vector<std::string> extra_args;

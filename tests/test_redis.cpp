@@ -231,8 +231,11 @@ TEST_CASE("ACL user with username and password: right works, wrong fails naming 
   CHECK(c.command({"ACL", "WHOAMI"}).str() == "alice");
   CHECK(c.command({"SET", "t:k", "v"}).str() == "OK");
   const auto denied = catch_redis_error([&] { c.command({"SET", "other:k", "v"}); });
-  CHECK(denied.kind() == RedisErrorKind::Auth);  // NOPERM
+  CHECK(denied.kind() == RedisErrorKind::NoPerm);
   CHECK(denied.server_message().rfind("NOPERM", 0) == 0);
+  CHECK(std::string(denied.what()).find("ACL user 'alice' lacks a permission") != std::string::npos);
+  CHECK_FALSE(denied.connection_lost());
+  CHECK(c.command({"GET", "t:k"}).str() == "v");  // still connected
 
   alice.password = "not-alice-pw";
   Connection bad(alice);
