@@ -7,6 +7,10 @@
 
 namespace p35 {
 
+namespace {
+constexpr int kIdleWaitMs = 5000;
+}  // namespace
+
 Ackd::Ackd(const Config& cfg, Segment& seg)
     : cfg_(cfg), seg_(seg), stage_(seg, shm::StageId::Ackd),
       conn_(RedisOptions::from_config(cfg, "p35-ackd:" + cfg.consumer)),
@@ -15,7 +19,11 @@ Ackd::Ackd(const Config& cfg, Segment& seg)
 uint64_t Ackd::ack_committed() {
   auto& ac = seg_.ackd();
   const uint64_t cap = seg_.caps().id_log_cap;
-  const StreamId committed = read_id(seg_.rollup().committed);
+  // Bounded: rollup dead inside publish_id() leaves the lock odd until it restarts and
+  // republishes (its bell then wakes us); until then there is nothing we may ack.
+  const std::optional<StreamId> committed_now = try_read_id(seg_.rollup().committed);
+  if (!committed_now) return 0;
+  const StreamId committed = *committed_now;
   const uint64_t head = seg_.ingest().id_log_head.load(std::memory_order_acquire);
   uint64_t tail = ac.id_log_tail.load(std::memory_order_relaxed);
   uint64_t total = 0;
@@ -49,6 +57,7 @@ uint64_t Ackd::ack_committed() {
 int Ackd::run() {
   bool ready_sent = false;
   StatusLine status_line(seg_);
+  const StopWakeups wakeups(&seg_.ingest().ackd_bell);
   while (true) {
     if (!stage_.heartbeat()) {
       spdlog::error("Segment {} was removed or replaced under us; exiting", shm_path(seg_.name()));
@@ -77,7 +86,9 @@ int Ackd::run() {
       continue;
     }
     if (stop_requested()) break;
-    bell_wait(bell, seen, 1000);
+    // Rung by rollup after each commit (and by the stop signal); the timeout only keeps the
+    // heartbeat and the segment check going while idle (the watchdog allows 30 s).
+    bell_wait(bell, seen, kIdleWaitMs);
   }
   // SIGTERM: ack everything committed before leaving (rollup stops after ingest, ackd last).
   stage_.set_state(shm::StageState::Draining);

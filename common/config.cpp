@@ -136,7 +136,10 @@ constexpr Option kOptions[] = {
     integer(kTiming, "P35_BATCH_SIZE", &Config::batch_size, 1, 100000,
             "Entries per XREADGROUP (COUNT)"),
     integer(kTiming, "P35_BLOCK_MS", &Config::block_ms, 1, 60000,
-            "XREADGROUP BLOCK time, milliseconds"),
+            "XREADGROUP BLOCK time, milliseconds (also how often an idle ingest wakes up)"),
+    integer(kTiming, "P35_READ_LINGER_MS", &Config::read_linger_ms, 0, 1000,
+            "After a batch smaller than P35_BATCH_SIZE, how long ingest waits before reading "
+            "again so that a trickle arrives in fewer, larger batches, milliseconds (0: at once)"),
     integer(kTiming, "P35_ACK_BATCH", &Config::ack_batch, 1, 100000, "IDs per XACK"),
     integer(kTiming, "P35_COMMIT_LINGER_MS", &Config::commit_linger_ms, 0, 10000,
             "How long rollup waits to gather more counts into one commit, milliseconds"),
@@ -617,6 +620,17 @@ void reject_positional(const std::vector<std::string>& unmatched) {
                   quoted(unmatched.front())));
 }
 
+// systemd's LoadCredential=redis-password:<file> puts the password in a file that only this
+// service can read, $CREDENTIALS_DIRECTORY/redis-password; it is used when no password is set
+// otherwise.
+void use_systemd_credential(Config& cfg, const Environment& env) {
+  if (!cfg.redis_password.empty() || !cfg.redis_password_file.empty()) return;
+  const auto dir = env.find(kCredentialsDirectory);
+  if (dir == env.end() || dir->second.empty()) return;
+  const std::string path = dir->second + "/" + std::string(kRedisPasswordCredential);
+  if (::access(path.c_str(), F_OK) == 0) cfg.redis_password_file = path;
+}
+
 ParseResult parse_checked(int argc, const char* const* argv, const ProgramInfo& info,
                           const Environment& env, std::vector<std::string>& secrets) {
   cxxopts::Options options = make_cxxopts(info);
@@ -638,6 +652,7 @@ ParseResult parse_checked(int argc, const char* const* argv, const ProgramInfo& 
     if (const auto it = settings.find(o.variable); it != settings.end())
       apply(o, it->second, result.config);
   }
+  use_systemd_credential(result.config, env);
   finish(result.config, secrets);
   return result;
 }
@@ -654,6 +669,8 @@ Environment process_environment() {
     const std::string name(o.variable);
     if (const char* value = std::getenv(name.c_str())) env.emplace(name, value);
   }
+  if (const char* dir = std::getenv(std::string(kCredentialsDirectory).c_str()))
+    env.emplace(kCredentialsDirectory, dir);
   return env;
 }
 

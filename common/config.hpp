@@ -44,7 +44,8 @@ struct Config {
 
   // Batching and intervals.
   int batch_size = 1000;                     // P35_BATCH_SIZE, 1..100000 (XREADGROUP COUNT)
-  int block_ms = 1000;                       // P35_BLOCK_MS, 1..60000 (XREADGROUP BLOCK)
+  int block_ms = 5000;                       // P35_BLOCK_MS, 1..60000 (XREADGROUP BLOCK)
+  int read_linger_ms = 20;                   // P35_READ_LINGER_MS, 0..1000
   int ack_batch = 1000;                      // P35_ACK_BATCH, 1..100000 (IDs per XACK)
   int commit_linger_ms = 0;                  // P35_COMMIT_LINGER_MS, 0..10000
   int snapshot_interval_ms = 1000;           // P35_SNAPSHOT_INTERVAL_MS, 100..3600000
@@ -79,7 +80,13 @@ struct ParseResult {
 
 using Environment = std::map<std::string, std::string, std::less<>>;
 
-// The process environment as a map (only the variables configuration may read).
+// Set by systemd for a unit with LoadCredential=; the password is read from
+// $CREDENTIALS_DIRECTORY/redis-password when neither REDIS_PASSWORD nor REDIS_PASSWORD_FILE is set.
+inline constexpr std::string_view kCredentialsDirectory = "CREDENTIALS_DIRECTORY";
+inline constexpr std::string_view kRedisPasswordCredential = "redis-password";
+
+// The process environment as a map (only the variables configuration may read, and
+// CREDENTIALS_DIRECTORY).
 Environment process_environment();
 
 // Reads "KEY=VALUE" lines (optional `export `, # comments, blank lines, single or double quotes
@@ -88,7 +95,8 @@ Environment process_environment();
 Environment read_env_file(const std::string& path);
 
 // defaults < env file (--env-file) < environment < flags. Validates everything, reads
-// REDIS_PASSWORD_FILE when set, fills the consumer from the host name when empty.
+// REDIS_PASSWORD_FILE when set (else $CREDENTIALS_DIRECTORY/redis-password when present), fills
+// the consumer from the host name when empty.
 // Throws ConfigError with a message naming the variable and the bad value.
 ParseResult parse_config(int argc, const char* const* argv, const ProgramInfo& info,
                          const Environment& env);

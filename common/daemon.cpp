@@ -2,13 +2,16 @@
 #include "daemon.hpp"
 
 #include "config.hpp"
+#include "futex.hpp"
 #include "log.hpp"
 
 #include <signal.h>
+#include <sys/socket.h>
 #include <systemd/sd-daemon.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -20,9 +23,19 @@ namespace p35 {
 
 namespace {
 std::atomic<bool> g_stop{false};
+std::atomic<std::atomic<uint32_t>*> g_stop_bell{nullptr};
+std::atomic<int> g_stop_socket{-1};
 static_assert(std::atomic<bool>::is_always_lock_free);
+static_assert(std::atomic<std::atomic<uint32_t>*>::is_always_lock_free);
+static_assert(std::atomic<int>::is_always_lock_free);
 
-extern "C" void on_stop_signal(int) { g_stop.store(true, std::memory_order_relaxed); }
+extern "C" void on_stop_signal(int) {
+  const int saved_errno = errno;
+  g_stop.store(true, std::memory_order_relaxed);
+  if (auto* bell = g_stop_bell.load(std::memory_order_relaxed)) bell_ring(*bell);
+  if (const int fd = g_stop_socket.load(std::memory_order_relaxed); fd >= 0) ::shutdown(fd, SHUT_RDWR);
+  errno = saved_errno;
+}
 }  // namespace
 
 int64_t now_unix_ms() {
@@ -47,6 +60,9 @@ void install_stop_signals() {
   signal(SIGPIPE, SIG_IGN);
 }
 
+void set_stop_bell(std::atomic<uint32_t>* bell) { g_stop_bell.store(bell, std::memory_order_relaxed); }
+void set_stop_socket(int fd) { g_stop_socket.store(fd, std::memory_order_relaxed); }
+
 bool stop_requested() { return g_stop.load(std::memory_order_relaxed); }
 void request_stop() { g_stop.store(true, std::memory_order_relaxed); }
 
@@ -62,23 +78,29 @@ void StatusLine::update(shm::StageId id) {
   const int64_t now = now_mono_ms();
   if (now - last_ms_ < 1000) return;
   auto& b = seg_.stage(id);
-  const StreamId counted = read_id(seg_.ingest().counted_pub);
-  const StreamId committed = read_id(seg_.rollup().committed);
+  // Bounded reads: another stage that died inside publish_id() leaves its lock odd until it
+  // restarts; a status line must not wait for that.
+  const auto id_text = [](const shm::SeqId& src) {
+    const std::optional<StreamId> v = try_read_id(src);
+    return v ? v->str() : std::string("unknown");
+  };
+  const std::string counted = id_text(seg_.ingest().counted_pub);
+  const std::string committed = id_text(seg_.rollup().committed);
   const uint64_t unacked = seg_.ingest().id_log_head.load() - seg_.ackd().id_log_tail.load();
   uint64_t count = 0;
   std::string text;
   switch (id) {
     case shm::StageId::Ingest:
       count = b.counted.load(std::memory_order_relaxed);
-      text = fmt::format("counted up to {}", counted.str());
+      text = fmt::format("counted up to {}", counted);
       break;
     case shm::StageId::Rollup:
       count = b.committed.load(std::memory_order_relaxed);
-      text = fmt::format("committed up to {}, counted up to {}", committed.str(), counted.str());
+      text = fmt::format("committed up to {}, counted up to {}", committed, counted);
       break;
     case shm::StageId::Ackd:
       count = b.acked.load(std::memory_order_relaxed);
-      text = fmt::format("acked up to {}", read_id(seg_.ackd().acked).str());
+      text = fmt::format("acked up to {}", id_text(seg_.ackd().acked));
       break;
   }
   const double secs = last_ms_ == 0 ? 0.0 : static_cast<double>(now - last_ms_) / 1000.0;
@@ -161,7 +183,8 @@ bool connect_with_retry(Connection& conn, OutageTracker& outage, int max_backoff
   while (!stop_requested()) {
     try {
       conn.connect();
-      outage.succeeded();
+      // The outage ends with the stage's first command that works, not here: a command refused
+      // on every try (NOPERM: the ACL user lacks it) must stay one outage, logged once.
       return true;
     } catch (const RedisError& e) {
       if (e.kind() == RedisErrorKind::Auth) throw;

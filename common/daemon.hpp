@@ -15,8 +15,27 @@ namespace p35 {
 int64_t now_unix_ms();
 int64_t now_mono_ms();
 
-// SIGTERM/SIGINT set a flag (the handler does nothing else); SIGPIPE is ignored.
+// SIGTERM/SIGINT set a flag and wake the stage at once (see below); SIGPIPE is ignored.
 void install_stop_signals();
+// What the stop signal wakes, so that a stage sleeping long while idle still stops at once: a bell
+// the stage waits on (rung from the handler: an atomic add and FUTEX_WAKE are async-signal-safe)
+// and a socket blocked in a long read (shut down from the handler; hiredis retries a read that
+// fails with EINTR, so the signal alone would not end an XREADGROUP BLOCK). nullptr / -1: none.
+void set_stop_bell(std::atomic<uint32_t>* bell);
+void set_stop_socket(int fd);
+
+// Registers a stop bell for a stage's run(); forgets it and any stop socket on every way out, so
+// that a late signal never touches an unmapped segment or a closed socket.
+class StopWakeups {
+ public:
+  explicit StopWakeups(std::atomic<uint32_t>* bell) { set_stop_bell(bell); }
+  ~StopWakeups() {
+    set_stop_bell(nullptr);
+    set_stop_socket(-1);
+  }
+  StopWakeups(const StopWakeups&) = delete;
+  StopWakeups& operator=(const StopWakeups&) = delete;
+};
 bool stop_requested();
 void request_stop();  // for tests and fatal paths
 
@@ -73,7 +92,8 @@ class OutageTracker {
 
 // Connect (with AUTH/SELECT) until it works or stop is requested; sleeps with capped backoff
 // between attempts. Returns false if stop was requested first. An Auth error is rethrown: a wrong
-// password does not fix itself.
+// password does not fix itself (NoPerm is retried: the ACL is fixed on the server, live). The
+// caller ends the outage (outage.succeeded()) once a command of its own worked.
 bool connect_with_retry(Connection& conn, OutageTracker& outage, int max_backoff_ms,
                         StageHandle* stage = nullptr);
 

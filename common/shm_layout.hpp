@@ -133,7 +133,7 @@ struct alignas(kCacheLine) StageBlock {
   std::atomic<int64_t> outage_since_unix_ms;  // 0 when Redis answers
   std::atomic<uint64_t> batches;
   std::atomic<uint64_t> skipped;   // already-counted IDs skipped after a restart (ingest)
-  std::atomic<uint64_t> conflicts; // marker compare-and-set failures (rollup)
+  std::atomic<uint64_t> conflicts; // marker CAS failures (rollup); group re-created (ingest)
   uint8_t reserved[512 - 8 * 16 - 16];
 };
 

@@ -146,7 +146,9 @@ void apply_journal(Segment& seg) {
   publish_id(ic.counted_pub, id);
   ic.journal_count.store(0, std::memory_order_release);  // the journal is spent
   bell_ring(ic.rollup_bell);
-  bell_ring(ic.ackd_bell);
+  // ackd has work only after rollup's next commit, which rings it; except when the whole batch was
+  // already committed (a re-read pending list), which no commit will follow.
+  if (id <= read_id(seg.rollup().committed)) bell_ring(ic.ackd_bell);
 }
 
 // --- Counter -----------------------------------------------------------------------------

@@ -23,9 +23,10 @@ Ingest::Ingest(const Config& cfg, Segment& seg)
       marker_key_(keys::marker(cfg.key_prefix, cfg.consumer)), status_line_(seg) {}
 
 void Ingest::prepare_redis() {
+  bool created = false;
   try {
     conn_.command({"XGROUP", "CREATE", cfg_.stream, cfg_.group, "0", "MKSTREAM"});
-    spdlog::info("Created consumer group {} on {}", cfg_.group, cfg_.stream);
+    created = true;
   } catch (const RedisError& e) {
     if (e.kind() != RedisErrorKind::Reply || e.server_message().rfind("BUSYGROUP", 0) != 0) throw;
   }
@@ -39,12 +40,17 @@ void Ingest::prepare_redis() {
     spdlog::info("New segment: entries up to {} are already in the buckets, pending ones above "
                  "it will be counted", marker.str());
   }
+  // A group we had to create although we counted entries before belonged to a stream or group
+  // that was deleted (while we ran or were stopped).
+  if (created && !counter_.counted_id().is_zero()) report_vanished_group();
+  else if (created) spdlog::info("Created consumer group {} on {}", cfg_.group, cfg_.stream);
   // Whatever the last XREADGROUP delivered before a crash or a lost reply is in our pending list.
   reading_pending_ = true;
   cursor_ = {};
 }
 
 int Ingest::run() {
+  const StopWakeups wakeups(nullptr);  // the socket is registered on each connect
   counter_.recover();
   spdlog::info("Segment {}: counted up to {}", seg_.name(), counter_.counted_id().str());
   // hiredis's read timeout must outlive XREADGROUP BLOCK, or every quiet period looks like a failure.
@@ -57,6 +63,7 @@ int Ingest::run() {
     try {
       if (!conn_.connected()) {
         if (!connect_with_retry(conn_, outage_, cfg_.reconnect_max_ms, &stage_)) break;
+        set_stop_socket(conn_.fd());  // SIGTERM ends a long XREADGROUP BLOCK at once
         prepare_redis();
         if (!ready_sent_) {
           notify_ready();
@@ -64,25 +71,36 @@ int Ingest::run() {
         }
         stage_.set_state(shm::StageState::Running);
       }
-      read_once();
+      const size_t n = read_once();
       status_line_.update(shm::StageId::Ingest);
       outage_.succeeded();
       backoff_.reset();
+      // Group commit, read side: after a short batch, let the trickle gather for a moment, so that
+      // at low rates each stage wakes once per linger and not once per message. A full batch (a
+      // backlog) is read again at once; the first entry after a quiet spell is read at once too.
+      if (n > 0 && n < static_cast<size_t>(cfg_.batch_size) && !reading_pending_)
+        sleep_unless_stopped(cfg_.read_linger_ms);
     } catch (const RedisError& e) {
+      if (stop_requested()) break;  // the stop signal shut our socket down: not an outage
       if (e.kind() == RedisErrorKind::Auth) throw;
-      if (e.server_message().rfind("NOGROUP", 0) == 0) {
-        report_vanished_group(e);
+      const std::string_view said = e.server_message();
+      if (said.rfind("NOGROUP", 0) == 0 || said.rfind("UNBLOCKED", 0) == 0) {
+        // The group or the stream was deleted (UNBLOCKED: under a blocked XREADGROUP). Redis
+        // answers, so no outage: prepare_redis() on the new connection re-creates and reports it.
+        spdlog::debug("XREADGROUP on {}: {}", cfg_.stream, said);
       } else {
         outage_.failed("read " + cfg_.stream, e);
       }
       // Any failure (also LOADING, BUSY, READONLY...) starts over from a fresh connection: the
       // group and marker are checked again and the pending list is re-read, so entries delivered
       // in a reply we never saw are counted.
+      set_stop_socket(-1);
       conn_.disconnect();
       stage_.set_state(shm::StageState::WaitingRedis);
       sleep_unless_stopped(backoff_.next_delay_ms());
     }
   }
+  set_stop_socket(-1);
   stage_.set_state(shm::StageState::Draining);
   notify_stopping();
   counter_.flush();
@@ -90,16 +108,24 @@ int Ingest::run() {
   return EXIT_SUCCESS;
 }
 
-void Ingest::report_vanished_group(const RedisError& e) {
-  // The stream or the group was deleted while we ran. Re-creating the group at 0 re-delivers
-  // what is still in the stream; IDs at or below counted_id are skipped, so nothing we counted is
-  // counted twice by us.
-  spdlog::error("Consumer group {} or stream {} vanished ({}); re-creating the group at 0",
-                cfg_.group, cfg_.stream, e.server_message());
-  stage_.block().redis_errors.fetch_add(1, std::memory_order_relaxed);
+// The stream or our group was deleted (DEL, XGROUP DESTROY) and prepare_redis() has just
+// re-created the group at 0 (with MKSTREAM), as DESIGN §2 creates it: a re-created stream is read
+// from its start, and after XGROUP DESTROY whatever the stream still holds is delivered again.
+// Never a silent recount: IDs at or below counted_id are taken as already counted and only acked
+// (ingest_skipped), later ones are counted. Entries deleted before we read them are gone with the
+// stream; that was the operator's doing, and this line and ingest_group_recreated in status say
+// it happened. With several hosts in one group, the re-created group may hand us entries another
+// host counted (README, "When Redis fails"). Ingest's `conflicts` word is otherwise unused: it
+// carries this count, so the segment layout stays as it is.
+void Ingest::report_vanished_group() {
+  stage_.block().conflicts.fetch_add(1, std::memory_order_relaxed);
+  spdlog::error("Consumer group {} on {} vanished (the stream or the group was deleted); "
+                "re-created it at 0: entries up to {} are taken as already counted and only acked, "
+                "later ones are counted, entries deleted before we read them are lost",
+                cfg_.group, cfg_.stream, counter_.counted_id().str());
 }
 
-void Ingest::read_once() {
+size_t Ingest::read_once() {
   const std::string count = std::to_string(cfg_.batch_size);
   const std::string block = std::to_string(cfg_.block_ms);
   Reply r;
@@ -113,16 +139,17 @@ void Ingest::read_once() {
   }
   if (r.is_nil() || r.size() == 0) {
     reading_pending_ = false;
-    return;
+    return 0;
   }
   const redisReply* stream = r.element(0);
   const redisReply* entries = stream->element[1];
   if (entries->elements == 0) {
     if (reading_pending_) spdlog::info("Pending list re-read; reading new entries");
     reading_pending_ = false;
-    return;
+    return 0;
   }
   process(entries);
+  return entries->elements;
 }
 
 bool Ingest::add_waiting(StreamId id, const Normalized* msg) {

@@ -21,10 +21,10 @@ class Ingest {
 
  private:
   void prepare_redis();       // group, marker, first-start watermark
-  void read_once();           // one XREADGROUP and its batch
+  size_t read_once();         // one XREADGROUP and its batch; returns the entries read
   void process(const redisReply* entries);
   bool add_waiting(StreamId id, const Normalized* msg);  // false: stop requested while waiting
-  void report_vanished_group(const RedisError& e);
+  void report_vanished_group();  // the group had to be re-created: log it, count it
 
   const Config& cfg_;
   Segment& seg_;

@@ -20,8 +20,12 @@ constexpr int kClaimBatch = 1000;
 constexpr long long kRemoveIdleMs = 24LL * 3600 * 1000;
 
 // XACK and the matching status counter in one step: XACK returns how many IDs were still
-// pending, so two hosts acking the same IDs count each once.
+// pending, so two hosts acking the same IDs count each once. An ACL user without HINCRBY is
+// refused before the XACK (Redis 7 has redis.acl_check_cmd), not between the two.
 const char* const kAckScript = R"LUA(#!lua
+if redis.acl_check_cmd and not redis.acl_check_cmd('HINCRBY', KEYS[2], ARGV[2], '1') then
+  return redis.error_reply("NOPERM this user has no permissions to run the 'hincrby' command")
+end
 local n = redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 3))
 if n > 0 then redis.call('HINCRBY', KEYS[2], ARGV[2], n) end
 return n
@@ -47,8 +51,11 @@ std::vector<ConsumerInfo> consumers(Connection& conn, const Config& cfg) {
   try {
     r = conn.command({"XINFO", "CONSUMERS", cfg.stream, cfg.group});
   } catch (const RedisError& e) {
-    // No group yet (ingest creates it): nobody to take over from.
-    if (e.kind() == RedisErrorKind::Reply && e.server_message().rfind("NOGROUP", 0) == 0) return out;
+    // No group or no stream (not yet, or deleted: ingest re-creates both): nobody to take over
+    // from, and no outage either.
+    if (e.kind() == RedisErrorKind::Reply && (e.server_message().rfind("NOGROUP", 0) == 0 ||
+                                              e.server_message().rfind("ERR no such key", 0) == 0))
+      return out;
     throw;
   }
   for (size_t i = 0; i < r.size(); ++i) {
@@ -144,7 +151,7 @@ bool Claimer::commit_counted(Connection& conn, const std::string& owner, StreamI
   for (StreamId id : ids) {
     if (id <= prev) continue;
     const Reply r = conn.read_reply();
-    if (r.is_error()) throw RedisError(RedisErrorKind::Reply, "Failed to read claimed entries: " + std::string(r.str()), std::string(r.str()));
+    if (r.is_error()) throw error_from_reply("read claimed entries", r.str(), conn.options().username);
     if (r.size() == 0) {  // trimmed away (or deleted) since it was delivered
       ++trimmed;
       continue;

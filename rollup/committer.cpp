@@ -20,16 +20,27 @@ const char* const kCommitScript = R"LUA(#!lua
 -- ARGV[1]: the marker we expect, ARGV[2]: the new marker; then for each KEYS[i > 1]:
 -- ttl_s (0: keep), field count, field, delta, field, delta, ...
 -- The shebang makes Redis refuse the whole script up front when out of memory, so it never
--- stops half-way for OOM; type errors are checked before the first write.
+-- stops half-way for OOM; type errors and ACL refusals (Redis 7) are checked before the first
+-- write (a refused EXPIRE or SET after the HINCRBYs would make the retry count them twice).
+local function denied(cmd, ...)
+  if redis.acl_check_cmd and not redis.acl_check_cmd(cmd, ...) then
+    return redis.error_reply("NOPERM this user has no permissions to run the '" ..
+                             string.lower(cmd) .. "' command in the commit script")
+  end
+end
 local current = redis.call('GET', KEYS[1])
 if current ~= ARGV[1] then
   return redis.error_reply('P35CONFLICT marker is ' .. tostring(current) .. ', expected ' .. ARGV[1])
 end
+local refused = denied('SET', KEYS[1], ARGV[2])
+if refused then return refused end
 for i = 2, #KEYS do
   local t = redis.call('TYPE', KEYS[i])['ok']
   if t ~= 'hash' and t ~= 'none' then
     return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. t .. ', not a hash')
   end
+  refused = denied('HINCRBY', KEYS[i], 'f', '1') or denied('EXPIRE', KEYS[i], '1')
+  if refused then return refused end
 end
 local a, failed = 3, 0
 for i = 2, #KEYS do
@@ -83,6 +94,13 @@ Committer::Resolution Committer::start(Connection& conn, StreamId& marker) {
   marker = StreamId::parse(r.str()).value_or(StreamId{});
   auto& rc = seg_.rollup();
   Resolution res = Resolution::NoPending;
+  if (rc.pending_state.load(std::memory_order_acquire) == 0 && !try_read_id(rc.committed)) {
+    // Our predecessor died inside publish_id() outside a pending commit: only the fresh-segment
+    // adoption below publishes there, so nothing was committed yet; publish zero and adopt again.
+    // (Inside a pending commit the resolution below republishes it.)
+    if (rc.commit_count.load(std::memory_order_relaxed) == 0) publish_id(rc.committed, StreamId{});
+    else publish_id(rc.committed, load_id(rc.pending_next));  // the last applied commit's next
+  }
   if (rc.pending_state.load(std::memory_order_acquire) != 0) {
     const StreamId prev = load_id(rc.pending_prev), next = load_id(rc.pending_next);
     if (marker == next) {
@@ -195,24 +213,15 @@ void Committer::add_slot_fields(uint32_t i, std::vector<std::pair<std::string, i
 
 void Committer::build_args(CommitPlan& plan) {
   using Fields = std::vector<std::pair<std::string, int64_t>>;
-  std::vector<std::pair<std::string, Fields>> hashes;  // key -> fields
-  const std::string bucket_ttl = std::to_string(cfg_.bucket_ttl_s);
+  plan.minutes.resize(plan.slots.size());
+  size_t used = 0;
   for (uint32_t i : plan.slots) {
-    const int64_t minute = seg_.shadow(1 - static_cast<uint32_t>(seg_.slot_meta()[i].side.load()), i).minute.load();
-    Fields bucket, unknown;
-    add_slot_fields(i, bucket, unknown);
-    if (!bucket.empty()) hashes.emplace_back(keys::bucket(cfg_.key_prefix, minute), std::move(bucket));
-    if (!unknown.empty())
-      hashes.emplace_back(keys::unknown_minute(cfg_.key_prefix, minute), std::move(unknown));
+    MinuteDelta& md = plan.minutes[used++];
+    md.minute = seg_.shadow(1 - static_cast<uint32_t>(seg_.slot_meta()[i].side.load()), i).minute.load();
+    md.bucket.clear();
+    md.unknown.clear();
+    add_slot_fields(i, md.bucket, md.unknown);
   }
-  // Bump each touched minute's version in the same commit, so the snapshot writer (on whichever
-  // host holds the lease) re-reads exactly the buckets that changed.
-  Fields versions;
-  for (uint32_t i : plan.slots) {
-    const int64_t minute = seg_.shadow(1 - static_cast<uint32_t>(seg_.slot_meta()[i].side.load()), i).minute.load();
-    versions.emplace_back(minute_key(minute), 1);
-  }
-  if (!versions.empty()) hashes.emplace_back(bucket_versions_key(cfg_.key_prefix), std::move(versions));
   Fields totals;
   auto& rc = seg_.rollup();
   const uint32_t cur = static_cast<uint32_t>(rc.totals_side.load());
@@ -221,21 +230,42 @@ void Committer::build_args(CommitPlan& plan) {
                                         count(rc.committed_totals[cur][t]));
     if (d != 0) totals.emplace_back(kTotalFields[t], d);
   }
-  if (!totals.empty()) hashes.emplace_back(status_key_, std::move(totals));
+  const std::string versions_key = bucket_versions_key(cfg_.key_prefix);
+  const auto ttl = static_cast<long long>(cfg_.bucket_ttl_s);
 
+  // KEYS: marker, then per minute its bucket and unknown hash when they have fields, then the
+  // minute versions and the status totals.
   auto& a = plan.args;
   a.clear();
-  a.add("EVALSHA").add(sha_).add(static_cast<long long>(hashes.size() + 1)).add(marker_key_);
-  for (const auto& h : hashes) a.add(h.first);
+  size_t nkeys = 1;
+  for (const auto& md : plan.minutes) nkeys += !md.bucket.empty() + !md.unknown.empty();
+  nkeys += !plan.minutes.empty() + !totals.empty();
+  a.add("EVALSHA").add(sha_).add(static_cast<long long>(nkeys)).add(marker_key_);
+  for (const auto& md : plan.minutes) {
+    if (!md.bucket.empty()) a.add(keys::bucket(cfg_.key_prefix, md.minute));
+    if (!md.unknown.empty()) a.add(keys::unknown_minute(cfg_.key_prefix, md.minute));
+  }
+  if (!plan.minutes.empty()) a.add(versions_key);
+  if (!totals.empty()) a.add(status_key_);
   a.add(plan.prev.str()).add(plan.next.str());
   plan.fields = 0;
-  for (const auto& h : hashes) {
-    const bool keep = h.first == status_key_ || h.first == bucket_versions_key(cfg_.key_prefix);
-    a.add(keep ? 0LL : static_cast<long long>(cfg_.bucket_ttl_s));
-    a.add(static_cast<long long>(h.second.size()));
-    for (const auto& [field, d] : h.second) a.add(field).add(static_cast<long long>(d));
-    plan.fields += h.second.size();
+  const auto add_hash = [&](const Fields& f, long long ttl_s) {
+    a.add(ttl_s).add(static_cast<long long>(f.size()));
+    for (const auto& [field, d] : f) a.add(field).add(static_cast<long long>(d));
+    plan.fields += f.size();
+  };
+  for (const auto& md : plan.minutes) {
+    if (!md.bucket.empty()) add_hash(md.bucket, ttl);
+    if (!md.unknown.empty()) add_hash(md.unknown, ttl);
   }
+  // Bump each touched minute's version in the same commit, so the snapshot writer (on whichever
+  // host holds the lease) re-reads exactly the buckets that changed (and knows which it changed).
+  if (!plan.minutes.empty()) {
+    a.add(0LL).add(static_cast<long long>(plan.minutes.size()));
+    for (const auto& md : plan.minutes) a.add(minute_key(md.minute)).add(1LL);
+    plan.fields += plan.minutes.size();
+  }
+  if (!totals.empty()) add_hash(totals, 0);
 }
 
 void Committer::publish_pending(const CommitPlan& plan) {

@@ -13,12 +13,20 @@
 
 namespace p35 {
 
+// What one commit adds to one minute: bucket fields and unknown-decision members with deltas.
+struct MinuteDelta {
+  int64_t minute = 0;
+  std::vector<std::pair<std::string, int64_t>> bucket;
+  std::vector<std::pair<std::string, int64_t>> unknown;
+};
+
 struct CommitPlan {
   StreamId prev;
   StreamId next;
   std::vector<uint32_t> slots;  // dirty slots, copied into the spare side
   uint32_t totals_side = 0;     // the side holding the new committed totals
   uint64_t fields = 0;          // HINCRBYs in the script
+  std::vector<MinuteDelta> minutes;  // per dirty slot (a minute's version is bumped once each)
   CommandArgs args;             // EVALSHA <sha> <numkeys> keys... argv...
 };
 
@@ -37,6 +45,8 @@ class Committer {
   Outcome commit(Connection& conn, uint64_t* retries = nullptr);
   StreamId committed() const { return read_id(seg_.rollup().committed); }
   const std::string& conflict_text() const { return conflict_; }
+  // The deltas of the last commit that returned Committed (for the snapshot writer's cache).
+  const std::vector<MinuteDelta>& last_commit() const { return plan_.minutes; }
 
  private:
   bool read_consistent(CommitPlan& plan, uint64_t* retries);

@@ -89,16 +89,30 @@ bool Rollup::step() {
   if (outcome == Committer::Outcome::Conflict) return false;
   if (outcome == Committer::Outcome::Committed) {
     stage_.block().committed.fetch_add(1, std::memory_order_relaxed);
+    snapshots_.note_commit(committer_.last_commit());
     if (cfg_.commit_linger_ms > 0) sleep_unless_stopped(cfg_.commit_linger_ms);
   }
   claim_if_due();
   const int64_t now = now_mono_ms();
-  if (now >= next_snapshot_ms_) {
-    if (lease_.hold(conn_)) snapshots_.write(conn_, false);
+  const bool snapshot_due = now >= next_snapshot_ms_, status_due = now >= next_status_ms_;
+  if (!snapshot_due && !status_due) return true;
+  // One round trip for what every tick asks (lease renewal, minute versions, group figures), so
+  // that an idle rollup wakes Redis and itself as little as it can; then the writes.
+  const bool versions_too = snapshot_due && lease_.held();
+  if (snapshot_due) lease_.append_hold(conn_);
+  if (versions_too) snapshots_.append_versions(conn_);
+  if (status_due) status_.append_groups(conn_);
+  Reply lease_reply, versions, groups;
+  if (snapshot_due) lease_reply = conn_.read_reply();
+  if (versions_too) versions = conn_.read_reply();
+  if (status_due) groups = conn_.read_reply();
+  if (snapshot_due) {
+    // A lease just taken has no versions read yet: write() reads them itself.
+    if (lease_.take_reply(conn_, lease_reply)) snapshots_.write(conn_, false, versions_too ? &versions : nullptr);
     next_snapshot_ms_ = now + cfg_.snapshot_interval_ms;
   }
-  if (now >= next_status_ms_) {
-    status_.write(conn_, lease_.held());
+  if (status_due) {
+    status_.write(conn_, lease_.held(), &groups);
     next_status_ms_ = now + cfg_.status_interval_ms;
     status_line_.update(shm::StageId::Rollup);
   }
@@ -106,6 +120,7 @@ bool Rollup::step() {
 }
 
 int Rollup::run() {
+  const StopWakeups wakeups(&seg_.ingest().rollup_bell);
   while (!stop_requested()) {
     if (!stage_.heartbeat()) {
       spdlog::error("Segment {} was removed or replaced under us; exiting", shm_path(seg_.name()));

@@ -77,10 +77,19 @@ return 0
 )LUA";
 }  // namespace
 
+void Lease::append_hold(Connection& conn) {
+  conn.append({"EVAL", kLeaseScript, "1", key_, cfg_.consumer, std::to_string(kLeaseMs)});
+}
+
 bool Lease::hold(Connection& conn) {
+  append_hold(conn);
+  return take_reply(conn, conn.read_reply());
+}
+
+bool Lease::take_reply(Connection& conn, const Reply& r) {
+  if (r.is_error()) throw error_from_reply("renew the snapshot lease", r.str(), conn.options().username);
   const bool was = held_;
-  held_ = conn.command({"EVAL", kLeaseScript, "1", key_, cfg_.consumer, std::to_string(kLeaseMs)})
-              .integer() == 1;
+  held_ = r.integer() == 1;
   if (held_ && !was) spdlog::info("Took the snapshot lease {}: this host writes the snapshots", key_);
   if (!held_ && was) spdlog::info("Lost the snapshot lease {} to another host", key_);
   return held_;
@@ -92,42 +101,91 @@ void Lease::release(Connection& conn) {
   held_ = false;
 }
 
-void SnapshotWriter::refresh_minutes(Connection& conn, int64_t now_minute, bool& changed) {
-  const Reply v = conn.command({"HGETALL", bucket_versions_key(cfg_.key_prefix)});
-  std::map<std::string, int64_t, std::less<>> hour;  // the window's minute keys
-  for (int64_t k = now_minute - 59; k <= now_minute; ++k) hour.emplace(minute_key(k), k);
-  // Minute keys are fixed-width, so byte order is time order: older than a day is pruned.
-  const std::string prune_before = minute_key(now_minute - 24 * 60);
+namespace {
+
+// Adds one bucket field ("decision:X", "reason:R"; symbol breakdown is not in the snapshots) or
+// subtracts it (n < 0, never below zero) to a minute's counts.
+void add_bucket_field(MinuteCounts& mc, std::string_view f, int64_t n) {
+  std::map<std::string, uint64_t>* m = nullptr;
+  if (f.rfind("decision:", 0) == 0) m = &mc.decisions, f.remove_prefix(9);
+  else if (f.rfind("reason:", 0) == 0) m = &mc.reasons, f.remove_prefix(7);
+  else return;
+  auto it = m->try_emplace(std::string(f), 0).first;
+  it->second = static_cast<uint64_t>(static_cast<int64_t>(it->second) + n);
+}
+
+int64_t to_int(std::string_view s) { return std::strtoll(std::string(s).c_str(), nullptr, 10); }
+
+}  // namespace
+
+void SnapshotWriter::append_versions(Connection& conn) {
+  conn.append({"HGETALL", bucket_versions_key(cfg_.key_prefix)});
+}
+
+void SnapshotWriter::note_commit(const std::vector<MinuteDelta>& minutes) {
+  // Our own commit's deltas keep the cached minutes exact without reading them back: the cache
+  // stays valid while a minute's version in Redis equals the version we read plus our own bumps.
+  // Another host's commit bumps it too, so the next refresh sees a difference and re-reads.
+  for (const auto& md : minutes) {
+    const auto v = versions_.find(md.minute);
+    if (v == versions_.end()) continue;  // not cached: the refresh reads it
+    ++v->second;
+    auto& mc = minutes_[md.minute];
+    for (const auto& [f, d] : md.bucket) add_bucket_field(mc, f, d);
+    for (const auto& [m, d] : md.unknown) {
+      auto it = mc.unknown_members.try_emplace(m, 0).first;
+      it->second = static_cast<uint64_t>(static_cast<int64_t>(it->second) + d);
+    }
+    dirty_ = true;
+  }
+}
+
+void SnapshotWriter::refresh_minutes(Connection& conn, int64_t now_minute, const Reply& v,
+                                     bool& changed) {
+  if (hour_minute_ != now_minute) {  // the window's minute keys, formatted once a minute
+    hour_.clear();
+    for (int64_t k = now_minute - 59; k <= now_minute; ++k) hour_.emplace(minute_key(k), k);
+    // Minute keys are fixed-width, so byte order is time order: older than a day is pruned.
+    prune_before_ = minute_key(now_minute - 24 * 60);
+    hour_minute_ = now_minute;
+  }
+  const auto& hour = hour_;
+  const std::string& prune_before = prune_before_;
   CommandArgs prune{"HDEL", bucket_versions_key(cfg_.key_prefix)};
-  std::vector<int64_t> stale;
+  std::vector<std::pair<int64_t, int64_t>> stale;  // minute, version read
   for (size_t i = 0; i + 1 < v.size(); i += 2) {
     const auto mk = reply_str(v.element(i));
     if (mk < prune_before) prune.add(mk);
     const auto it = hour.find(mk);
     if (it == hour.end()) continue;
-    const std::string ver(reply_str(v.element(i + 1)));
-    if (versions_[it->second] == ver) continue;
-    versions_[it->second] = ver;
-    stale.push_back(it->second);
+    const int64_t ver = to_int(reply_str(v.element(i + 1)));
+    const auto known = versions_.find(it->second);
+    if (known != versions_.end() && known->second == ver) continue;
+    stale.emplace_back(it->second, ver);
   }
-  if (prune.size() > 2) conn.command(prune);
-  for (int64_t m : stale) {
+  if (prune.size() > 2) conn.append(prune);
+  for (const auto& [m, ver] : stale) {
     conn.append({"HGETALL", keys::bucket(cfg_.key_prefix, m)});
     conn.append({"HGETALL", keys::unknown_minute(cfg_.key_prefix, m)});
   }
-  for (int64_t m : stale) {
+  if (prune.size() > 2) {
+    const Reply r = conn.read_reply();
+    if (r.is_error()) throw error_from_reply("prune the minute versions", r.str(), conn.options().username);
+  }
+  for (const auto& [m, ver] : stale) {
     MinuteCounts mc;
     const Reply b = conn.read_reply();
     const Reply u = conn.read_reply();
-    for (size_t i = 0; i + 1 < b.size(); i += 2) {
-      const auto f = reply_str(b.element(i));
-      const auto n = static_cast<uint64_t>(std::strtoull(reply_str(b.element(i + 1)).data(), nullptr, 10));
-      if (f.rfind("decision:", 0) == 0) mc.decisions[std::string(f.substr(9))] += n;
-      else if (f.rfind("reason:", 0) == 0) mc.reasons[std::string(f.substr(7))] += n;
-    }
+    for (const Reply* r : {&b, &u})
+      if (r->is_error()) throw error_from_reply("read a minute bucket", r->str(), conn.options().username);
+    for (size_t i = 0; i + 1 < b.size(); i += 2)
+      add_bucket_field(mc, reply_str(b.element(i)), to_int(reply_str(b.element(i + 1))));
     for (size_t i = 0; i + 1 < u.size(); i += 2)
       mc.unknown_members[std::string(reply_str(u.element(i)))] +=
-          static_cast<uint64_t>(std::strtoull(reply_str(u.element(i + 1)).data(), nullptr, 10));
+          static_cast<uint64_t>(to_int(reply_str(u.element(i + 1))));
+    // The version read before the bucket: if a commit slipped in between, the next refresh sees
+    // a newer version and reads the minute again (the cache is never older than its version).
+    versions_[m] = ver;
     minutes_[m] = std::move(mc);
     changed = true;
   }
@@ -139,13 +197,22 @@ void SnapshotWriter::refresh_minutes(Connection& conn, int64_t now_minute, bool&
   }
 }
 
-bool SnapshotWriter::write(Connection& conn, bool force) {
+bool SnapshotWriter::write(Connection& conn, bool force, const Reply* versions) {
   const int64_t now_ms = now_unix_ms();
   const int64_t minute = now_ms / 60000;
-  bool changed = force || minute != last_minute_ || now_ms - last_write_ms_ >= kRefreshMs;
-  refresh_minutes(conn, minute, changed);
+  bool changed = force || dirty_ || minute != last_minute_ || now_ms - last_write_ms_ >= kRefreshMs;
+  Reply fetched;
+  if (versions == nullptr) {
+    append_versions(conn);
+    fetched = conn.read_reply();
+    versions = &fetched;
+  }
+  if (versions->is_error())
+    throw error_from_reply("read the minute versions", versions->str(), conn.options().username);
+  refresh_minutes(conn, minute, *versions, changed);
   if (!changed) return false;  // nothing a reader could see has changed
   replace_keys(conn, windows_from(minutes_, minute));
+  dirty_ = false;
   last_minute_ = minute;
   last_write_ms_ = now_ms;
   return true;
@@ -202,17 +269,28 @@ void SnapshotWriter::replace_keys(Connection& conn, const std::vector<WindowCoun
     if (i + 1 == sent && r.is_nil() && error.empty()) error = "EXEC aborted";
   }
   if (!error.empty())
-    throw RedisError(RedisErrorKind::Reply, "Failed to replace the snapshots: " + error, error);
+    throw error_from_reply("replace the snapshots", error, conn.options().username);
 }
 
-void StatusWriter::write(Connection& conn, bool global) {
+void StatusWriter::append_groups(Connection& conn) { conn.append({"XINFO", "GROUPS", cfg_.stream}); }
+
+void StatusWriter::write(Connection& conn, bool global, const Reply* groups_reply) {
   const int64_t now_ms = now_unix_ms();
   auto& ing = seg_.stage(shm::StageId::Ingest);
   auto& rol = seg_.stage(shm::StageId::Rollup);
   auto& ack = seg_.stage(shm::StageId::Ackd);
   // The group's figures: pending entries (all consumers) and lag (entries not yet delivered).
   long long pending = -1, lag = -1;
-  const Reply groups = conn.command({"XINFO", "GROUPS", cfg_.stream});
+  Reply fetched;
+  if (groups_reply == nullptr) {
+    append_groups(conn);
+    fetched = conn.read_reply();
+    groups_reply = &fetched;
+  }
+  const Reply& groups = *groups_reply;
+  // No stream (deleted, or before the first entry): the figures are unknown (-1).
+  if (groups.is_error() && groups.str().rfind("ERR no such key", 0) != 0)
+    throw error_from_reply("read the group's figures", groups.str(), conn.options().username);
   for (size_t g = 0; g < groups.size(); ++g) {
     const redisReply* e = groups.element(g);
     bool ours = false;
@@ -231,7 +309,13 @@ void StatusWriter::write(Connection& conn, bool global) {
   const auto rate = [&](uint64_t now, uint64_t before) {
     return dt <= 0 ? std::string("0") : fmt::format("{:.1f}", static_cast<double>(now - before) / dt);
   };
-  const StreamId committed = read_id(seg_.rollup().committed);
+  // Bounded reads: a stage that died between publish_id()'s stores leaves its lock odd until it
+  // restarts, and an unbounded read_id() would stall rollup (commits included) until then.
+  const auto id_text = [](const shm::SeqId& src) {
+    const std::optional<StreamId> id = try_read_id(src);
+    return id ? id->str() : std::string("unknown");
+  };
+  const std::string committed = id_text(seg_.rollup().committed);
   const auto stage_fields = [&](CommandArgs& a, const char* name, shm::StageBlock& b) {
     const auto pid = static_cast<pid_t>(ld(b.pid));
     const bool alive = pid > 0 && kill(pid, 0) == 0;
@@ -246,7 +330,7 @@ void StatusWriter::write(Connection& conn, bool global) {
   CommandArgs a{"HSET", keys::status(cfg_.key_prefix) + ":" + cfg_.consumer};
   a.add("pending_estimate").add(static_cast<long long>(pending));
   a.add("group_lag").add(static_cast<long long>(lag));
-  a.add("last_id").add(committed.str());
+  a.add("last_id").add(committed);
   a.add("last_ts").add(static_cast<long long>(seg_.rollup().last_commit_unix_ms.load() / 1000));
   a.add("consumer_name").add(cfg_.consumer);
   a.add("service_start_ts").add(static_cast<long long>(
@@ -258,23 +342,30 @@ void StatusWriter::write(Connection& conn, bool global) {
   a.add("ingest_counted").add(static_cast<long long>(counted));
   a.add("ingest_waits").add(static_cast<long long>(ld(ing.waits)));
   a.add("ingest_skipped").add(static_cast<long long>(ld(ing.skipped)));
+  a.add("ingest_group_recreated").add(static_cast<long long>(ld(ing.conflicts)));
   a.add("rollup_commits").add(static_cast<long long>(seg_.rollup().commit_count.load()));
   a.add("rollup_conflicts").add(static_cast<long long>(ld(rol.conflicts)));
   a.add("ackd_acked").add(static_cast<long long>(acked));
-  a.add("counted_id").add(read_id(seg_.ingest().counted_pub).str());
-  a.add("committed_id").add(committed.str());
-  a.add("acked_id").add(read_id(seg_.ackd().acked).str());
+  a.add("counted_id").add(id_text(seg_.ingest().counted_pub));
+  a.add("committed_id").add(committed);
+  a.add("acked_id").add(id_text(seg_.ackd().acked));
   a.add("unacked_ids").add(static_cast<long long>(seg_.ingest().id_log_head.load() -
                                                   seg_.ackd().id_log_tail.load()));
   stage_fields(a, "ingest", ing);
   stage_fields(a, "rollup", rol);
   stage_fields(a, "ackd", ack);
-  conn.command(a);
+  conn.append(a);
   if (global) {  // the lease holder's figures stand for the service in the first version's hash
     CommandArgs g{"HSET", keys::status(cfg_.key_prefix)};
     for (size_t i = 2; i < a.size(); ++i) g.add(a.at(i));
-    conn.command(g);
+    conn.append(g);
   }
+  std::string error;
+  for (int i = 0; i < (global ? 2 : 1); ++i) {
+    const Reply r = conn.read_reply();
+    if (r.is_error() && error.empty()) error = std::string(r.str());
+  }
+  if (!error.empty()) throw error_from_reply("write the status hash", error, conn.options().username);
   last_counted_ = counted;
   last_acked_ = acked;
   last_ms_ = now_ms;

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "committer.hpp"
 #include "config.hpp"
 #include "redis.hpp"
 #include "shm.hpp"
@@ -39,6 +40,9 @@ class Lease {
  public:
   explicit Lease(const Config& cfg);
   bool hold(Connection& conn);  // acquire or renew; true while we hold it
+  // The same in two halves, to pipeline the renewal with other commands.
+  void append_hold(Connection& conn);
+  bool take_reply(Connection& conn, const Reply& reply);
   void release(Connection& conn);
   bool held() const { return held_; }
 
@@ -54,16 +58,24 @@ class SnapshotWriter {
   // Reads the buckets of the last hour that changed since the last call (their versions are
   // bumped by every commit) and rewrites every snapshot key when a bucket or the minute changed
   // (or every 10 minutes to refresh TTLs). Returns true if it wrote.
-  bool write(Connection& conn, bool force);
+  // `versions`: the reply to append_versions() when the caller pipelined it, else nullptr.
+  bool write(Connection& conn, bool force, const Reply* versions = nullptr);
+  void append_versions(Connection& conn);
+  // After each successful commit of this host: apply its deltas to the cached minutes.
+  void note_commit(const std::vector<MinuteDelta>& minutes);
 
  private:
-  void refresh_minutes(Connection& conn, int64_t now_minute, bool& changed);
+  void refresh_minutes(Connection& conn, int64_t now_minute, const Reply& versions, bool& changed);
   void replace_keys(Connection& conn, const std::vector<WindowCounts>& windows);
 
   const Config& cfg_;
   Segment& seg_;
   std::map<int64_t, MinuteCounts> minutes_;
-  std::map<int64_t, std::string> versions_;
+  std::map<int64_t, int64_t> versions_;  // per cached minute: the version its counts stand for
+  bool dirty_ = false;                    // note_commit changed a cached minute
+  std::map<std::string, int64_t, std::less<>> hour_;  // minute key -> minute, the last hour
+  std::string prune_before_;
+  int64_t hour_minute_ = -1;
   int64_t last_minute_ = 0;
   int64_t last_write_ms_ = 0;
 };
@@ -75,7 +87,9 @@ class StatusWriter {
  public:
   StatusWriter(const Config& cfg, Segment& seg) : cfg_(cfg), seg_(seg) {}
   // This host's figures to status:<consumer>; with `global`, also the group-wide hash.
-  void write(Connection& conn, bool global);
+  // `groups`: the reply to append_groups() when the caller pipelined it, else nullptr.
+  void write(Connection& conn, bool global, const Reply* groups = nullptr);
+  void append_groups(Connection& conn);
 
  private:
   const Config& cfg_;

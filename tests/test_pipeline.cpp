@@ -299,6 +299,7 @@ TEST_CASE("CLIENT PAUSE of all writes mid-run is waited out and the counts stay 
   PipelineOptions po;
   po.env["P35_BATCH_SIZE"] = "500";
   po.env["P35_COMMAND_TIMEOUT_MS"] = "2000";  // shorter than the pause: timeouts happen too
+  po.env["P35_BLOCK_MS"] = "1000";            // the timeout must exceed the XREADGROUP block
   Pipeline p(redis, po);
   p.start_all();
   Connection c = redis.connect();
