@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cstdlib>
 
 #include "rules.hpp"
@@ -114,7 +115,11 @@ void add_bucket_field(MinuteCounts& mc, std::string_view f, int64_t n) {
   it->second = static_cast<uint64_t>(static_cast<int64_t>(it->second) + n);
 }
 
-int64_t to_int(std::string_view s) { return std::strtoll(std::string(s).c_str(), nullptr, 10); }
+int64_t to_int(std::string_view s) {
+  int64_t v = 0;
+  std::from_chars(s.data(), s.data() + s.size(), v);  // no copy per field; 0 when not a number
+  return v;
+}
 
 }  // namespace
 

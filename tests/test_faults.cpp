@@ -160,6 +160,25 @@ void require_exact(RedisServer& redis, Pipeline& p, const Expectation& e) {
   CHECK(xpending(c) == 0);
 }
 
+// Starts `p`, holds its rollup (SIGSTOP) and loads a 20,000-entry backlog that ingest reads and
+// counts into the segment without any of it being committed; returns the loadgen's expectation
+// and the backlog's last ID.
+std::pair<Expectation, std::string> uncommitted_backlog(RedisServer& redis, Connection& c,
+                                                        Pipeline& p, const char* seed) {
+  p.start_all();
+  REQUIRE(wait_until([&] { return hgetall(c, kPrefix + "status").count("updated_ts") == 1; }, 30000, 20));
+  p.kill(Stage::Rollup, SIGSTOP);
+  Expectation e = generate(redis, {"--count", "20000", "--seed", seed});
+  const std::string last = last_generated_id(c);
+  REQUIRE(wait_until([&] {
+    const auto g = group_info(c);
+    return g && g->first == 20000 && g->second == 0;
+  }, 60000, 20));
+  const Segment seg = open_segment(p);
+  REQUIRE(wait_until([&] { return seg_id(seg.ingest().counted_pub).str() == last; }, 30000, 20));
+  return {std::move(e), last};
+}
+
 }  // namespace
 
 TEST_CASE("Redis stopped for 30 s (SIGSTOP) with a backlog in flight: one outage per stage, "
@@ -307,18 +326,8 @@ TEST_CASE("The stream deleted and re-created while running: counted entries comm
   PipelineOptions po;
   po.env["P35_CLAIM_IDLE_MS"] = "4000";  // rollup looks for other consumers' entries every second
   Pipeline p(redis, po);
-  p.start_all();
-  REQUIRE(wait_until([&] { return hgetall(c, kPrefix + "status").count("updated_ts") == 1; }, 30000, 20));
-  // Rollup held, so ingest counts the whole backlog into the segment without committing any.
-  p.kill(Stage::Rollup, SIGSTOP);
-  auto e = generate(redis, {"--count", "20000", "--seed", "301"});
-  const std::string last = last_generated_id(c);
-  REQUIRE(wait_until([&] {
-    const auto g = group_info(c);
-    return g && g->first == 20000 && g->second == 0;
-  }, 60000, 20));
+  auto [e, last] = uncommitted_backlog(redis, c, p, "301");
   Segment seg = open_segment(p);
-  REQUIRE(wait_until([&] { return seg_id(seg.ingest().counted_pub).str() == last; }, 30000, 20));
 
   // The stream goes (and its group with it) while ingest is held too, so that rollup and ackd
   // meet the missing stream on their own for a while.
@@ -372,18 +381,8 @@ TEST_CASE("The group destroyed while running: re-created at 0, re-delivered entr
   PipelineOptions po;
   po.env["P35_CLAIM_IDLE_MS"] = "4000";  // rollup looks for other consumers' entries every second
   Pipeline p(redis, po);
-  p.start_all();
-  REQUIRE(wait_until([&] { return hgetall(c, kPrefix + "status").count("updated_ts") == 1; }, 30000, 20));
-  // Rollup held: the whole backlog is counted in the segment and pending, none of it committed.
-  p.kill(Stage::Rollup, SIGSTOP);
-  auto e = generate(redis, {"--count", "20000", "--seed", "401"});
-  const std::string last = last_generated_id(c);
-  REQUIRE(wait_until([&] {
-    const auto g = group_info(c);
-    return g && g->first == 20000 && g->second == 0;
-  }, 60000, 20));
+  auto [e, last] = uncommitted_backlog(redis, c, p, "401");
   Segment seg = open_segment(p);
-  REQUIRE(wait_until([&] { return seg_id(seg.ingest().counted_pub).str() == last; }, 30000, 20));
 
   REQUIRE(c.command({"XGROUP", "DESTROY", kStream, kGroup}).integer() == 1);
   // Ingest re-creates the group at 0: all 20,000 come again and are skipped as already counted.
