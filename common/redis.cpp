@@ -2,6 +2,8 @@
 // backoff.
 #include "redis.hpp"
 
+#include "reply_arena.hpp"
+
 #include <fmt/format.h>
 #include <hiredis/hiredis.h>
 #include <sys/time.h>
@@ -170,8 +172,13 @@ std::string RedisOptions::endpoint() const {
 
 // ---- Reply --------------------------------------------------------------------------------------
 
+Reply::Reply(redisReply* r, std::shared_ptr<ReplyArena> arena) : r_(r, Free{std::move(arena)}) {
+  if (r_ && r_.get_deleter().arena) r_.get_deleter().arena->acquire();
+}
+
 void Reply::Free::operator()(redisReply* r) const {
-  freeReplyObject(r);
+  if (arena) arena->release();
+  else freeReplyObject(r);
 }
 
 bool reply_is_nil(const redisReply* r) {
@@ -287,6 +294,16 @@ int Connection::fd() const { return ctx_ ? ctx_->fd : -1; }
 
 void Connection::disconnect() {
   ctx_.reset();
+  if (arena_) arena_->forget_partial();
+}
+
+void Connection::use_reply_arena() {
+  if (!arena_) arena_ = std::make_shared<ReplyArena>();
+  if (ctx_) arena_->install(ctx_.get());
+}
+
+Reply Connection::wrap(void* raw) const {
+  return Reply(static_cast<redisReply*>(raw), arena_);
 }
 
 void Connection::connect() {
@@ -303,6 +320,7 @@ void Connection::connect() {
                         options_.connect_timeout_ms);
   }
   ctx_ = std::move(ctx);
+  if (arena_) arena_->install(ctx_.get());
   try {
     set_socket_timeout_ms(options_.command_timeout_ms);
     handshake();
@@ -357,7 +375,7 @@ Reply Connection::handshake_command(const CommandArgs& args, std::string_view do
   void* raw =
       redisCommandArgv(ctx_.get(), static_cast<int>(args.size()), argv_.data(), argvlen_.data());
   if (raw == nullptr) fail(doing, errno);
-  return Reply(static_cast<redisReply*>(raw));
+  return wrap(raw);
 }
 
 void Connection::set_socket_timeout_ms(int timeout_ms) {
@@ -387,7 +405,7 @@ Reply Connection::command(const CommandArgs& args) {
   void* raw =
       redisCommandArgv(ctx_.get(), static_cast<int>(args.size()), argv_.data(), argvlen_.data());
   if (raw == nullptr) fail(fmt::format("run {} on {}", name, options_.endpoint()), errno);
-  Reply r(static_cast<redisReply*>(raw));
+  Reply r = wrap(raw);
   if (!r.is_error()) return r;
   RedisError error =
       error_from_reply(fmt::format("run {} on {}", name, options_.endpoint()), r.str(),
@@ -426,7 +444,19 @@ Reply Connection::read_reply() {
   if (redisGetReply(ctx_.get(), &raw) != REDIS_OK || raw == nullptr) {
     fail("read a reply on " + options_.endpoint(), errno);
   }
-  return Reply(static_cast<redisReply*>(raw));
+  return wrap(raw);
+}
+
+void Connection::flush() {
+  if (!ctx_) {
+    throw RedisError(RedisErrorKind::Closed,
+                     fmt::format("Failed to send on {}: not connected", options_.endpoint()));
+  }
+  int done = 0;
+  while (done == 0) {
+    if (redisBufferWrite(ctx_.get(), &done) != REDIS_OK)
+      fail("send queued commands on " + options_.endpoint(), errno);
+  }
 }
 
 // ---- Backoff ------------------------------------------------------------------------------------

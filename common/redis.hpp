@@ -17,6 +17,8 @@ struct redisReply;
 
 namespace p35 {
 
+class ReplyArena;
+
 struct Config;
 
 enum class RedisErrorKind {
@@ -71,6 +73,8 @@ class Reply {
  public:
   Reply() = default;
   explicit Reply(redisReply* r) : r_(r) {}
+  // A tree built in `arena` (see reply_arena.hpp): released to it instead of freeReplyObject.
+  Reply(redisReply* r, std::shared_ptr<ReplyArena> arena);
   Reply(Reply&&) noexcept = default;
   Reply& operator=(Reply&&) noexcept = default;
 
@@ -89,6 +93,7 @@ class Reply {
 
  private:
   struct Free {
+    std::shared_ptr<ReplyArena> arena;
     void operator()(redisReply* r) const;
   };
   std::unique_ptr<redisReply, Free> r_;
@@ -154,6 +159,12 @@ class Connection {
   void append(const CommandArgs& args);
   void append(std::initializer_list<std::string_view> args);
   Reply read_reply();
+  // Send what append() queued without waiting for a reply (read_reply() also sends it first).
+  void flush();
+
+  // Build this connection's replies in a reusable arena (reply_arena.hpp), now and after every
+  // reconnect: for a connection that reads large replies again and again (ingest).
+  void use_reply_arena();
 
   // Change the socket read/write timeout (e.g. longer than a blocking XREADGROUP). Also kept in
   // options() for the next connect(). 0 means no timeout.
@@ -171,7 +182,9 @@ class Connection {
   void set_socket_timeout_ms(int timeout_ms);
   // The one place where a hiredis context error becomes a RedisError; disconnects first.
   [[noreturn]] void fail(std::string_view doing, int saved_errno);
+  Reply wrap(void* raw) const;
   RedisOptions options_;
+  std::shared_ptr<ReplyArena> arena_;
   std::unique_ptr<redisContext, FreeContext> ctx_;
   std::vector<const char*> argv_;
   std::vector<size_t> argvlen_;

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <hiredis/hiredis.h>
 #include <chrono>
 #include <csignal>
 #include <random>
@@ -116,6 +117,82 @@ TEST_CASE("arguments are binary-safe: embedded NUL and a 1 MB value", "[redis]")
   REQUIRE(reply.str().size() == big.size());
   CHECK(reply.str() == big);
   CHECK(c.command({"GET", std::string_view("t:\0key", 6)}).is_nil());  // NUL is not a terminator
+}
+
+namespace {
+
+// Two reply trees are equal: same types, integers, strings (byte for byte) and shapes.
+bool same_tree(const redisReply* a, const redisReply* b) {
+  if (a == nullptr || b == nullptr) return a == b;
+  if (a->type != b->type || a->integer != b->integer || a->elements != b->elements) return false;
+  if (p35::reply_str(a) != p35::reply_str(b)) return false;
+  for (size_t i = 0; i < a->elements; ++i)
+    if (!same_tree(a->element[i], b->element[i])) return false;
+  return true;
+}
+
+}  // namespace
+
+TEST_CASE("replies built in the reply arena equal hiredis's own, kept ones included", "[redis]") {
+  RedisServer server;
+  Connection plain = server.connect();
+  Connection arena = server.connect();
+  arena.use_reply_arena();
+  std::mt19937 rng(7);
+  std::string big(1 << 20, '\0');  // larger than an arena chunk: gets a chunk of its own
+  for (char& ch : big) ch = static_cast<char>(rng() & 0xff);
+  for (int i = 0; i < 3000; ++i) {
+    CommandArgs xadd{"XADD", "t:s", "*", "n", std::to_string(i)};
+    if (i % 7 == 0) xadd.add("empty").add("");
+    if (i == 1500) xadd.add("big").add(big);
+    plain.command(xadd);
+  }
+  plain.command({"XGROUP", "CREATE", "t:s", "g", "0"});
+  plain.command({"XREADGROUP", "GROUP", "g", "c", "COUNT", "10", "STREAMS", "t:s", ">"});
+  plain.command({"XDEL", "t:s", plain.command({"XRANGE", "t:s", "-", "+", "COUNT", "1"})
+                                    .element(0)->element[0]->str});  // a nil entry in the PEL read
+  const std::vector<CommandArgs> commands = {
+      {"XRANGE", "t:s", "-", "+"},
+      {"XREADGROUP", "GROUP", "g", "c", "COUNT", "10", "STREAMS", "t:s", "0"},
+      {"XINFO", "GROUPS", "t:s"},
+      {"GET", "t:missing"},
+      {"XLEN", "t:s"},
+      {"PING"},
+  };
+  std::vector<p35::Reply> kept;  // every arena reply stays alive while later ones are read
+  for (int round = 0; round < 3; ++round) {
+    for (const auto& cmd : commands) {
+      const p35::Reply want = plain.command(cmd);
+      p35::Reply got = arena.command(cmd);
+      REQUIRE(same_tree(got.get(), want.get()));
+      kept.push_back(std::move(got));
+    }
+    // Pipelined, with an error reply among them (returned by read_reply, not thrown).
+    arena.append({"XRANGE", "t:s", "-", "+", "COUNT", "100"});
+    arena.append({"INCR", "t:s"});
+    arena.append({"XLEN", "t:s"});
+    const p35::Reply a1 = arena.read_reply(), a2 = arena.read_reply(), a3 = arena.read_reply();
+    CHECK(a1.size() == 100);
+    CHECK(a2.is_error());
+    CHECK(a2.str().rfind("WRONGTYPE", 0) == 0);
+    CHECK(a3.integer() == 2999);
+    if (round == 1) {  // a reconnect keeps the arena
+      arena.disconnect();
+      arena.connect();
+    }
+  }
+  // The first replies are still intact after every later read and the reconnect.
+  const p35::Reply again = plain.command(commands[0]);
+  CHECK(same_tree(kept.front().get(), again.get()));
+  const p35::Reply pel = plain.command(commands[1]);
+  CHECK(same_tree(kept[1].get(), pel.get()));
+  CHECK(p35::reply_is_nil(pel.element(0)->element[1]->element[0]->element[1]));
+  kept.clear();  // all released: the arena starts over, and is right again
+  for (const auto& cmd : commands) {
+    const p35::Reply want = plain.command(cmd);
+    const p35::Reply got = arena.command(cmd);
+    CHECK(same_tree(got.get(), want.get()));
+  }
 }
 
 TEST_CASE("CommandArgs keeps arguments and integers in one buffer", "[redis]") {
