@@ -45,9 +45,9 @@ struct Config {
   // Batching and intervals.
   int batch_size = 1000;                     // P35_BATCH_SIZE, 1..100000 (XREADGROUP COUNT)
   int block_ms = 5000;                       // P35_BLOCK_MS, 1..60000 (XREADGROUP BLOCK)
-  int read_linger_ms = 20;                   // P35_READ_LINGER_MS, 0..1000
+  int read_linger_ms = 40;                   // P35_READ_LINGER_MS, 0..1000
   int ack_batch = 1000;                      // P35_ACK_BATCH, 1..100000 (IDs per XACK)
-  int commit_linger_ms = 0;                  // P35_COMMIT_LINGER_MS, 0..10000
+  int commit_linger_ms = 20;                 // P35_COMMIT_LINGER_MS, 0..10000
   int snapshot_interval_ms = 1000;           // P35_SNAPSHOT_INTERVAL_MS, 100..3600000
   int status_interval_ms = 1000;             // P35_STATUS_INTERVAL_MS, 100..3600000
   int claim_idle_ms = 300000;                // P35_CLAIM_IDLE_MS, 1000..86400000

@@ -44,6 +44,7 @@ class Rollup {
   bool conflict_at_start_ = false;
   int64_t next_snapshot_ms_ = 0;
   int64_t next_status_ms_ = 0;
+  uint64_t ingest_read_at_commit_ = 0;  // ingest's entries-read counter at our last commit
 };
 
 }  // namespace p35

@@ -89,7 +89,8 @@ TEST_CASE("defaults match the documented values", "[config]") {
   CHECK(c.key_prefix == "quantum:p35:");
   CHECK(c.batch_size == 1000);
   CHECK(c.block_ms == 5000);
-  CHECK(c.read_linger_ms == 20);
+  CHECK(c.read_linger_ms == 40);
+  CHECK(c.commit_linger_ms == 20);
   CHECK(c.command_timeout_ms == 10000);
   CHECK(c.ring_slots == 128);
   CHECK(c.id_log == 65536);
