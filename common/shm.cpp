@@ -312,9 +312,10 @@ shm::SectionOffsets compute_layout(const shm::Capacities& c) {
   using namespace shm;
   Checked k;
   SectionOffsets o{};
-  o.slot_bytes = k.add(sizeof(SlotHeader),
-                       k.mul(sizeof(TableEntry),
-                             k.add(k.add(c.reason_cap, c.symbol_reason_cap), c.unknown_cap)));
+  const uint64_t entries = k.add(k.add(c.reason_cap, c.symbol_reason_cap), c.unknown_cap);
+  const uint64_t chunks = k.add(entries, kChunkEntries - 1) / kChunkEntries;
+  o.slot_bytes = k.add(k.add(sizeof(SlotHeader), k.mul(sizeof(TableEntry), entries)),
+                       k.align_up(k.mul(sizeof(uint64_t), chunks), kCacheLine));
   uint64_t at = sizeof(SegmentHeader);
   for (const SectionSize& s : section_sizes(c, o.slot_bytes, k)) {
     o.*s.field = at;
@@ -508,6 +509,14 @@ shm::TableEntry* Segment::symbol_reasons(shm::SlotHeader& s) const {
 }
 shm::TableEntry* Segment::unknowns(shm::SlotHeader& s) const {
   return symbol_reasons(s) + caps().symbol_reason_cap;
+}
+
+uint32_t Segment::chunk_count() const {
+  const uint64_t entries = uint64_t{caps().reason_cap} + caps().symbol_reason_cap + caps().unknown_cap;
+  return static_cast<uint32_t>((entries + shm::kChunkEntries - 1) / shm::kChunkEntries);
+}
+std::atomic<uint64_t>* Segment::chunk_versions(shm::SlotHeader& s) const {
+  return reinterpret_cast<std::atomic<uint64_t>*>(unknowns(s) + caps().unknown_cap);
 }
 
 std::string_view Segment::string_at(uint32_t id) const {

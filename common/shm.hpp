@@ -93,6 +93,11 @@ class Segment {
   shm::TableEntry* reasons(shm::SlotHeader& s) const;
   shm::TableEntry* symbol_reasons(shm::SlotHeader& s) const;
   shm::TableEntry* unknowns(shm::SlotHeader& s) const;
+  // The slot's chunk versions (shm_layout.hpp), chunk_count() of them after the tables.
+  std::atomic<uint64_t>* chunk_versions(shm::SlotHeader& s) const;
+  uint32_t chunk_count() const;
+  // Table entry j (counted across the three tables) is in chunk j / kChunkEntries.
+  shm::TableEntry* table_entries(shm::SlotHeader& s) const { return reasons(s); }
 
   // The bytes of interned string `id` (valid while a live slot refers to it).
   std::string_view string_at(uint32_t id) const;

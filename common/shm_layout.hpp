@@ -11,7 +11,7 @@ namespace p35::shm {
 
 // Bump when any struct below or the meaning of a field changes; a segment of another version is
 // refused (never reinterpreted).
-inline constexpr uint32_t kLayoutVersion = 2;
+inline constexpr uint32_t kLayoutVersion = 3;
 inline constexpr uint64_t kMagic = 0x3533505F5350414DULL;  // "MAPS_P35" little-endian
 inline constexpr size_t kCacheLine = 64;
 inline constexpr int64_t kEmptyMinute = INT64_MIN;  // slot minute of a never-used slot
@@ -42,8 +42,13 @@ inline constexpr int64_t kEmptyMinute = INT64_MIN;  // slot minute of a never-us
  *            | PendingSlot[ring + late]         rollup's pending commit list  |
  *            +--------------------------------------------------------------+
  *
- * A Slot is a SlotHeader followed by three open-addressing tables of TableEntry:
- *   reasons[reason_cap] | symbol_reasons[symbol_reason_cap] | unknowns[unknown_cap]
+ * A Slot is a SlotHeader followed by three open-addressing tables of TableEntry, then the chunk
+ * versions of those tables (padded to 64 bytes):
+ *   reasons[reason_cap] | symbol_reasons[symbol_reason_cap] | unknowns[unknown_cap] |
+ *   chunk_version[ceil(entries / kChunkEntries)]
+ * chunk_version[c] is the slot `version` of the last batch that wrote table entries
+ * [c * kChunkEntries, (c + 1) * kChunkEntries) (counted across the three tables), so rollup copies
+ * and compares only the chunks written since its shadow's version, not the whole slot.
  *
  * Single writers: ingest writes IngestControl, the journal, the ID log, strings and slots;
  * rollup writes RollupControl, shadows, SlotMeta and PendingSlot; ackd writes AckdControl.
@@ -208,6 +213,9 @@ struct StringEntry {
   uint32_t hash;
   char bytes[kStringMaxBytes];
 };
+
+// Table entries per chunk of a slot's chunk_version array (1 KiB of TableEntry).
+inline constexpr uint32_t kChunkEntries = 64;
 
 // key 0: empty. Reason key: id + 1. Symbol-reason: (symbol id + 1) << 32 | (reason id + 1).
 // Unknown: from_decision_field << 32 | (member id + 1).

@@ -155,7 +155,42 @@ void apply_journal(Segment& seg) {
 
 Counter::Counter(Segment& seg, bool symbol_breakdown)
     : seg_(seg), symbol_breakdown_(symbol_breakdown), strings_(seg),
-      touched_(seg.slot_count(), 0) {}
+      touched_(seg.slot_count(), 0) {
+  slots_begin_ = seg.off().slots;
+  slot_bytes_ = seg.off().slot_bytes;
+  slots_end_ = slots_begin_ + slot_bytes_ * seg.slot_count();
+  tables_end_ = sizeof(SlotHeader) + sizeof(TableEntry) * (uint64_t{seg.caps().reason_cap} +
+                                                          seg.caps().symbol_reason_cap +
+                                                          seg.caps().unknown_cap);
+  chunk_words_ = (seg.chunk_count() + 63) / 64;
+  dirty_bits_.assign(uint64_t{chunk_words_} * seg.slot_count(), 0);
+}
+
+void Counter::note_chunk(uint64_t o) {
+  if (o < slots_begin_ || o >= slots_end_) return;
+  const uint64_t rel = o - slots_begin_;
+  const uint64_t within = rel % slot_bytes_;
+  if (within < sizeof(SlotHeader) || within >= tables_end_) return;
+  const auto slot = static_cast<uint32_t>(rel / slot_bytes_);
+  const auto chunk =
+      static_cast<uint32_t>((within - sizeof(SlotHeader)) / (sizeof(TableEntry) * shm::kChunkEntries));
+  uint64_t& w = dirty_bits_[uint64_t{slot} * chunk_words_ + chunk / 64];
+  const uint64_t bit = uint64_t{1} << (chunk % 64);
+  if ((w & bit) != 0) return;
+  w |= bit;
+  dirty_chunks_.emplace_back(slot, chunk);
+}
+
+// Every chunk written in this batch is stamped with its slot's version after the batch (bumped
+// once by touch()), in the same journal: a reader that sees the counts sees the stamps.
+void Counter::stage_chunk_versions() {
+  for (const auto& [slot, chunk] : dirty_chunks_) {
+    auto& s = seg_.slot(slot);
+    set(off(seg_.chunk_versions(s)[chunk]), read(off(s.version)));
+    dirty_bits_[uint64_t{slot} * chunk_words_ + chunk / 64] = 0;
+  }
+  dirty_chunks_.clear();
+}
 
 void Counter::recover() {
   auto& ic = seg_.ingest();
@@ -193,14 +228,17 @@ uint64_t Counter::read(uint64_t o) const {
 
 void Counter::set(uint64_t o, uint64_t value) {
   auto [it, inserted] = index_.try_emplace(o, static_cast<uint32_t>(ops_.size()));
-  if (inserted)
+  if (inserted) {
     ops_.push_back({(static_cast<uint64_t>(JournalOp::Set) << kOpShift) | o, value});
-  else
+    note_chunk(o);
+  } else
     ops_[it->second].value = value;
 }
 
 bool Counter::should_flush() const {
-  return ops_.size() + clears_.size() + kMaxOpsPerEntry * 2 >= seg_.caps().journal_cap;
+  // Each entry adds at most kMaxOpsPerEntry writes and as many chunk stamps.
+  return ops_.size() + dirty_chunks_.size() + clears_.size() + kMaxOpsPerEntry * 4 >=
+         seg_.caps().journal_cap;
 }
 
 // A slot may take a new minute when it is empty, or when rollup committed exactly what it holds
@@ -372,6 +410,7 @@ Counter::Result Counter::add(StreamId id, const Normalized* msg, int64_t now_min
 
 void Counter::flush() {
   if (empty()) return;
+  stage_chunk_versions();
   auto& ic = seg_.ingest();
   JournalEntry* j = seg_.journal();
   uint64_t n = 0;

@@ -86,6 +86,8 @@ class Counter {
   void count(uint32_t slot, const Normalized& m);
   void unref_slot(uint32_t slot);
   void append_id(StreamId id);
+  void note_chunk(uint64_t off);      // a staged write at `off`: mark its table chunk dirty
+  void stage_chunk_versions();        // the batch's dirty chunks get their slot's new version
 
   Segment& seg_;
   bool symbol_breakdown_;
@@ -95,6 +97,11 @@ class Counter {
   std::vector<uint32_t> clears_;                   // slots cleared in this batch
   std::vector<uint8_t> touched_;                   // per slot: version bumped in this batch
   std::vector<uint32_t> touched_list_;
+  // Table chunks written in this batch (shm_layout.hpp, chunk_version): a bit per chunk per slot.
+  uint64_t slots_begin_ = 0, slots_end_ = 0, slot_bytes_ = 0, tables_end_ = 0;
+  uint32_t chunk_words_ = 0;                       // bitmap words per slot
+  std::vector<uint64_t> dirty_bits_;
+  std::vector<std::pair<uint32_t, uint32_t>> dirty_chunks_;  // (slot, chunk)
   StreamId staged_counted_;
   uint64_t staged_head_ = 0;
   const char* wait_reason_ = "";

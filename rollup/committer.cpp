@@ -66,12 +66,18 @@ constexpr const char* kTotalFields[shm::kTotalCount] = {
     "processed_total", "trimmed_total", "overflow_reason_total", "overflow_symbol_reason_total",
     "overflow_unknown_total", "overflow_string_total", "late_total"};
 
-void copy_words(const shm::SlotHeader& from, shm::SlotHeader& to, uint64_t bytes) {
-  const auto* src = reinterpret_cast<const std::atomic<uint64_t>*>(&from);
-  auto* dst = reinterpret_cast<std::atomic<uint64_t>*>(&to);
-  for (uint64_t i = 0; i < bytes / 8; ++i)
+void copy_words(const std::atomic<uint64_t>* src, std::atomic<uint64_t>* dst, uint64_t words) {
+  for (uint64_t i = 0; i < words; ++i)
     dst[i].store(src[i].load(std::memory_order_relaxed), std::memory_order_relaxed);
 }
+
+template <typename T>
+std::atomic<uint64_t>* words_of(T* p) {
+  return reinterpret_cast<std::atomic<uint64_t>*>(p);
+}
+
+constexpr uint64_t kHeaderWords = sizeof(shm::SlotHeader) / 8;
+constexpr uint64_t kChunkWords = sizeof(shm::TableEntry) * shm::kChunkEntries / 8;
 
 uint64_t tag_of(const shm::SlotHeader& s) {
   return (s.gen.load(std::memory_order_relaxed) << 32) |
@@ -136,7 +142,6 @@ bool Committer::read_consistent(CommitPlan& plan, uint64_t* retries) {
   auto& ic = seg_.ingest();
   auto& rc = seg_.rollup();
   const uint32_t n = seg_.slot_count();
-  const uint64_t bytes = seg_.off().slot_bytes;
   const uint32_t tside = 1 - static_cast<uint32_t>(rc.totals_side.load(std::memory_order_relaxed));
   for (int attempt = 0; attempt < kMaxSeqlockTries; ++attempt) {
     const uint64_t s1 = ic.seqlock.load(std::memory_order_acquire);
@@ -145,6 +150,7 @@ bool Committer::read_consistent(CommitPlan& plan, uint64_t* retries) {
       continue;
     }
     plan.slots.clear();
+    plan.headers.clear();
     plan.next = load_id(ic.counted_id);
     for (uint32_t t = 0; t < shm::kTotalSlots; ++t)
       rc.committed_totals[tside][t].store(count(ic.totals[t]), std::memory_order_relaxed);
@@ -153,17 +159,56 @@ bool Committer::read_consistent(CommitPlan& plan, uint64_t* retries) {
       if (live.minute.load(std::memory_order_relaxed) == shm::kEmptyMinute) continue;
       if (tag_of(live) == seg_.slot_meta()[i].committed_tag.load(std::memory_order_relaxed)) continue;
       const auto side = static_cast<uint32_t>(seg_.slot_meta()[i].side.load(std::memory_order_relaxed));
-      copy_words(live, seg_.shadow(1 - side, i), bytes);
+      copy_slot(live, seg_.shadow(1 - side, i), plan.headers.emplace_back().data());
       plan.slots.push_back(i);
     }
     std::atomic_thread_fence(std::memory_order_acquire);  // the copies before the re-check
     if (ic.seqlock.load(std::memory_order_relaxed) == s1) {
+      // The copies are whole: now their headers (with the version they stand for) may say so.
+      for (size_t k = 0; k < plan.slots.size(); ++k) {
+        const uint32_t i = plan.slots[k];
+        const auto side = static_cast<uint32_t>(seg_.slot_meta()[i].side.load(std::memory_order_relaxed));
+        std::atomic<uint64_t>* dst = words_of(&seg_.shadow(1 - side, i));
+        for (uint64_t w = 0; w < kHeaderWords; ++w)
+          dst[w].store(plan.headers[k][w], std::memory_order_relaxed);
+      }
       plan.totals_side = tside;
       return true;
     }
     if (retries != nullptr) ++*retries;
   }
   return false;
+}
+
+// Copies live slot `live` into the spare shadow `dst`, whose header still describes what it holds
+// (it is written only after a whole, consistent copy: read_consistent): the same generation of the
+// same minute at some older version V. Only the chunks written after V differ (chunk_version > V),
+// so only they are copied; any other shadow gets the whole tables. The chunk versions are always
+// copied whole (they are small and the diff reads them), the header goes to `header`.
+void Committer::copy_slot(shm::SlotHeader& live, shm::SlotHeader& dst, uint64_t* header) {
+  const std::atomic<uint64_t>* lh = words_of(&live);
+  for (uint64_t w = 0; w < kHeaderWords; ++w) header[w] = lh[w].load(std::memory_order_relaxed);
+  const uint32_t chunks = seg_.chunk_count();
+  const std::atomic<uint64_t>* lcv = seg_.chunk_versions(live);
+  std::atomic<uint64_t>* dcv = seg_.chunk_versions(dst);
+  const uint64_t words = 2 * (uint64_t{seg_.caps().reason_cap} + seg_.caps().symbol_reason_cap +
+                              seg_.caps().unknown_cap);
+  const auto* from = words_of(seg_.table_entries(live));
+  auto* to = words_of(seg_.table_entries(dst));
+  // Torn reads of live here are caught by the seqlock re-check, which retries the whole copy.
+  const bool same = dst.gen.load(std::memory_order_relaxed) == live.gen.load(std::memory_order_relaxed) &&
+                    dst.minute.load(std::memory_order_relaxed) == live.minute.load(std::memory_order_relaxed);
+  if (!same) {
+    copy_words(from, to, words);
+  } else {
+    const uint64_t base = dst.version.load(std::memory_order_relaxed);
+    for (uint32_t c = 0; c < chunks; ++c) {
+      if (lcv[c].load(std::memory_order_relaxed) <= base) continue;
+      const uint64_t first = uint64_t{c} * kChunkWords;
+      copy_words(from + first, to + first, std::min(kChunkWords, words - first));
+    }
+  }
+  copy_words(lcv, dcv, chunks);
 }
 
 void Committer::add_slot_fields(uint32_t i, std::vector<std::pair<std::string, int64_t>>& bucket,
@@ -182,8 +227,20 @@ void Committer::add_slot_fields(uint32_t i, std::vector<std::pair<std::string, i
   const std::string ov(keys::kOverflow);
   for (uint32_t d = 0; d < shm::kDecisionSlots; ++d)
     put(bucket, kDecisionFields[d], delta(nu.decisions[d], old.decisions[d]));
+  // Only chunks written after the committed side's version can differ (chunk_version, see
+  // shm_layout.hpp); another generation or minute is compared against nothing.
+  const uint64_t base = same ? old.version.load() : 0;
+  const std::atomic<uint64_t>* cv = seg_.chunk_versions(nu);
+  shm::TableEntry* const all_new = seg_.table_entries(nu);
   const auto table = [&](shm::TableEntry* n, shm::TableEntry* o, uint32_t cap, auto&& emit) {
+    const auto at = static_cast<uint64_t>(n - all_new);  // first entry of this table, overall
     for (uint32_t j = 0; j < cap; ++j) {
+      if (same && (j == 0 || (at + j) % shm::kChunkEntries == 0) &&
+          count(cv[(at + j) / shm::kChunkEntries]) <= base) {
+        // Skip to the end of this unchanged chunk.
+        j = static_cast<uint32_t>(((at + j) / shm::kChunkEntries + 1) * shm::kChunkEntries - at) - 1;
+        continue;
+      }
       const uint64_t k = count(n[j].key);
       if (k == 0) continue;
       const uint64_t oc = same && count(o[j].key) == k ? count(o[j].count) : 0;
@@ -302,7 +359,8 @@ void Committer::apply_pending() {
   rc.last_commit_unix_ms.store(now_unix_ms(), std::memory_order_relaxed);
   rc.pending_state.store(0, std::memory_order_release);
   bell_ring(seg_.ingest().ackd_bell);
-  bell_ring(seg_.ingest().ingest_bell);
+  bell_ring_if_waiting(seg_.ingest().ingest_bell, seg_.stage(shm::StageId::Ingest).state,
+                       static_cast<uint32_t>(shm::StageState::Backpressure));
 }
 
 void Committer::discard_pending() {

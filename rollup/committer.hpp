@@ -3,6 +3,8 @@
 // the shadow sides once Redis confirmed it; plus recovery of a pending commit after a crash.
 #pragma once
 
+#include <array>
+
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -24,6 +26,8 @@ struct CommitPlan {
   StreamId prev;
   StreamId next;
   std::vector<uint32_t> slots;  // dirty slots, copied into the spare side
+  // Their headers, written to the spare side once the copy is whole and consistent.
+  std::vector<std::array<uint64_t, sizeof(shm::SlotHeader) / 8>> headers;
   uint32_t totals_side = 0;     // the side holding the new committed totals
   uint64_t fields = 0;          // HINCRBYs in the script
   std::vector<MinuteDelta> minutes;  // per dirty slot (a minute's version is bumped once each)
@@ -51,6 +55,7 @@ class Committer {
  private:
   bool read_consistent(CommitPlan& plan, uint64_t* retries);
   void build_args(CommitPlan& plan);
+  void copy_slot(shm::SlotHeader& live, shm::SlotHeader& dst, uint64_t* header);
   void add_slot_fields(uint32_t slot, std::vector<std::pair<std::string, int64_t>>& bucket,
                        std::vector<std::pair<std::string, int64_t>>& unknown);
   void publish_pending(const CommitPlan& plan);

@@ -320,8 +320,10 @@ inline uint64_t mapped_inode(const void* base) {
 inline shm::SectionOffsets wrapping_layout(const shm::Capacities& c) {
   shm::SectionOffsets o{};
   const uint64_t slots = uint64_t{c.ring_slots} + c.late_slots;
-  o.slot_bytes = sizeof(shm::SlotHeader) +
-                 sizeof(shm::TableEntry) * (uint64_t{c.reason_cap} + c.symbol_reason_cap + c.unknown_cap);
+  const uint64_t entries = uint64_t{c.reason_cap} + c.symbol_reason_cap + c.unknown_cap;
+  const uint64_t chunks = (entries + shm::kChunkEntries - 1) / shm::kChunkEntries;
+  o.slot_bytes = sizeof(shm::SlotHeader) + sizeof(shm::TableEntry) * entries +
+                 (sizeof(uint64_t) * chunks + shm::kCacheLine - 1) / shm::kCacheLine * shm::kCacheLine;
   uint64_t at = sizeof(shm::SegmentHeader);
   const auto section = [&](uint64_t& field, uint64_t bytes) {
     field = at;
@@ -374,11 +376,12 @@ inline std::vector<CraftedHeader> crafted_headers(const SegmentSpec& spec) {
                        size_t size, std::vector<std::string> says) {
     all.push_back({std::move(what), crafted_segment(spec, caps, off, size), std::move(says)});
   };
-  // fuzz crash layout-size-wraps-2to64: the wrapped layout ends at 8192, the file's size.
-  const shm::Capacities wraps{1U << 31, 1U << 31, 89478467, 0, 0, 1574821274, 0, 0};
+  // fuzz crash layout-size-wraps-2to64: the wrapped layout ends at 8192, the file's size
+  // (capacities recomputed for layout version 3, whose slots end in chunk versions).
+  const shm::Capacities wraps{1U << 31, 1U << 31, 88784833, 0, 0, 3292808209U, 0, 0};
   add("layout-size-wraps-2to64", wraps, wrapping_layout(wraps), 8192,
       {"ring_slots=2147483648", "exceeds the limit 4096", "P35_RING_SLOTS", "rm "});
-  // fuzz crash misaligned-slot-odd-capacities: tables of 1 give 304-byte slots.
+  // fuzz crash misaligned-slot-odd-capacities: tables of 1 give 368-byte slots.
   const shm::Capacities odd{2, 0, 1, 1, 1, 0, 0, 0};
   add("misaligned-slot-odd-capacities", odd, wrapping_layout(odd), wrapping_layout(odd).end,
       {"reasons_per_minute=1", "below the minimum 16"});

@@ -356,8 +356,9 @@ TEST_CASE("crafted headers (wrapping, huge, non-power-of-two capacities, offsets
   REQUIRE(::chmod(guard.path().c_str(), 0600) == 0);  // as the stages create it
   CHECK_NOTHROW(Segment::open_readonly(guard.name()));
   CHECK_NOTHROW(Segment::open_or_create(spec));
-  // The fuzz crash: before the fix its layout wrapped past 2^64 to end at its 8 KiB file size.
-  const shm::Capacities wraps{1U << 31, 1U << 31, 89478467, 0, 0, 1574821274, 0, 0};
+  // The fuzz crash: before the fix its layout wrapped past 2^64 to end at its 8 KiB file size
+  // (capacities recomputed for layout version 3, whose slots end in chunk versions).
+  const shm::Capacities wraps{1U << 31, 1U << 31, 88784833, 0, 0, 3292808209U, 0, 0};
   CHECK(p35::test::wrapping_layout(wraps).end == 8192);
   CHECK_THROWS_WITH(p35::compute_layout(wraps), Contains("larger than 2^64 bytes"));
 
@@ -1073,10 +1074,10 @@ TEST_CASE("section offsets are page-aligned, in order, non-overlapping and end a
     const uint64_t slots = uint64_t{caps.ring_slots} + caps.late_slots;
     INFO("ring " << caps.ring_slots << " reasons " << caps.reason_cap << " strings "
                  << caps.string_cap);
-    CHECK(o.slot_bytes ==
-          sizeof(shm::SlotHeader) +
-              sizeof(shm::TableEntry) *
-                  (uint64_t{caps.reason_cap} + caps.symbol_reason_cap + caps.unknown_cap));
+    const uint64_t entries = uint64_t{caps.reason_cap} + caps.symbol_reason_cap + caps.unknown_cap;
+    const uint64_t chunks = (entries + shm::kChunkEntries - 1) / shm::kChunkEntries;
+    CHECK(o.slot_bytes == sizeof(shm::SlotHeader) + sizeof(shm::TableEntry) * entries +
+                              (8 * chunks + shm::kCacheLine - 1) / shm::kCacheLine * shm::kCacheLine);
     CHECK(o.slot_bytes % shm::kCacheLine == 0);  // every SlotHeader keeps its alignas(64)
     const std::vector<std::pair<uint64_t, uint64_t>> sections{
         {0, sizeof(shm::SegmentHeader)},
@@ -1117,7 +1118,12 @@ TEST_CASE("section offsets are page-aligned, in order, non-overlapping and end a
   const auto last = seg.slot_count() - 1;
   CHECK(seg.offset_of(&seg.slot(last)) + o.slot_bytes <= o.shadows);
   CHECK(seg.offset_of(&seg.shadow(1, last)) + o.slot_bytes <= o.slot_meta);
-  CHECK(seg.offset_of(seg.unknowns(seg.slot(0)) + spec.caps.unknown_cap) ==
+  // Tables, then the chunk versions (padded to 64 bytes) end the slot.
+  CHECK(reinterpret_cast<void*>(seg.unknowns(seg.slot(0)) + spec.caps.unknown_cap) ==
+        static_cast<void*>(seg.chunk_versions(seg.slot(0))));
+  CHECK(seg.chunk_count() == (spec.caps.reason_cap + spec.caps.symbol_reason_cap +
+                              spec.caps.unknown_cap + shm::kChunkEntries - 1) / shm::kChunkEntries);
+  CHECK(seg.offset_of(seg.chunk_versions(seg.slot(0)) + (seg.chunk_count() + 7) / 8 * 8) ==
         seg.offset_of(&seg.slot(0)) + o.slot_bytes);
   for (uint32_t i = 0; i < seg.slot_count(); ++i) {
     CHECK(seg.slot(i).minute.load() == shm::kEmptyMinute);
