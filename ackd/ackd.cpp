@@ -48,7 +48,8 @@ uint64_t Ackd::ack_committed() {
     tail = end;
     ac.id_log_tail.store(tail, std::memory_order_release);  // ingest may reuse these entries
     if (last > read_id(ac.acked)) publish_id(ac.acked, last);
-    bell_ring(seg_.ingest().ingest_bell);
+    bell_ring_if_waiting(seg_.ingest().ingest_bell, seg_.stage(shm::StageId::Ingest).state,
+                         static_cast<uint32_t>(shm::StageState::Backpressure));
   }
   stage_.block().acked.fetch_add(total, std::memory_order_relaxed);
   return total;
