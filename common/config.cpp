@@ -142,7 +142,7 @@ constexpr Option kOptions[] = {
             "again so that a trickle arrives in fewer, larger batches, milliseconds (0: at once)"),
     integer(kTiming, "P35_ACK_BATCH", &Config::ack_batch, 1, 100000, "IDs per XACK"),
     integer(kTiming, "P35_COMMIT_LINGER_MS", &Config::commit_linger_ms, 0, 10000,
-            "After a commit of a full batch or more (a backlog being drained), how long rollup "
+            "After a commit of only full batches (a backlog being drained), how long rollup "
             "waits before the next commit so that it carries several batches, milliseconds "
             "(0: commit at once; live traffic is always committed at once)"),
     integer(kTiming, "P35_SNAPSHOT_INTERVAL_MS", &Config::snapshot_interval_ms, 100, 3600000,

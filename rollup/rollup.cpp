@@ -91,13 +91,17 @@ bool Rollup::step() {
   if (outcome == Committer::Outcome::Committed) {
     stage_.block().committed.fetch_add(1, std::memory_order_relaxed);
     snapshots_.note_commit(committer_.last_commit());
-    // Group commit under a backlog: when ingest read a full batch or more since the last commit,
+    // Group commit under a backlog: when ingest read only full batches since the last commit,
     // linger so that the next commit carries several batches. Redis then runs one HINCRBY per
     // field of several batches instead of one per field of each, while at live rates (batches
     // smaller than P35_BATCH_SIZE) every batch is still committed as soon as it is counted.
-    const uint64_t read = seg_.stage(shm::StageId::Ingest).read.load(std::memory_order_relaxed);
-    const bool backlog = read - ingest_read_at_commit_ >= static_cast<uint64_t>(cfg_.batch_size);
+    auto& ib = seg_.stage(shm::StageId::Ingest);
+    const uint64_t read = ib.read.load(std::memory_order_relaxed);
+    const uint64_t batches = ib.batches.load(std::memory_order_relaxed);
+    const uint64_t nb = batches - ingest_batches_at_commit_;
+    const bool backlog = nb > 0 && read - ingest_read_at_commit_ >= nb * static_cast<uint64_t>(cfg_.batch_size);
     ingest_read_at_commit_ = read;
+    ingest_batches_at_commit_ = batches;
     if (backlog && cfg_.commit_linger_ms > 0) sleep_unless_stopped(cfg_.commit_linger_ms);
   }
   claim_if_due();

@@ -44,7 +44,8 @@ class Rollup {
   bool conflict_at_start_ = false;
   int64_t next_snapshot_ms_ = 0;
   int64_t next_status_ms_ = 0;
-  uint64_t ingest_read_at_commit_ = 0;  // ingest's entries-read counter at our last commit
+  uint64_t ingest_read_at_commit_ = 0;     // ingest's entries-read counter at our last commit
+  uint64_t ingest_batches_at_commit_ = 0;  // and its batch counter
 };
 
 }  // namespace p35

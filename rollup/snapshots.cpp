@@ -48,16 +48,25 @@ std::string bucket_versions_key(const std::string& prefix) { return prefix + "bu
 std::vector<WindowCounts> windows_from(const std::map<int64_t, MinuteCounts>& minutes,
                                        int64_t now_minute) {
   std::vector<WindowCounts> out(keys::kWindows.size());
-  for (auto& w : out)
-    for (const char* d : kDecisionNames) w.decisions[d] = 0;  // always present, 0 if none
-  for (const auto& [minute, m] : minutes) {
-    if (minute > now_minute) continue;
-    for (size_t k = 0; k < keys::kWindows.size(); ++k) {
-      if (minute <= now_minute - keys::kWindows[k].minutes) continue;
-      for (const auto& [n, c] : m.decisions) out[k].decisions[n] += c;
-      for (const auto& [n, c] : m.reasons) out[k].reasons[n] += c;
-      for (const auto& [n, c] : m.unknown_members) out[k].unknown_members[n] += c;
+  std::vector<size_t> order(keys::kWindows.size());
+  for (size_t k = 0; k < order.size(); ++k) order[k] = k;
+  std::sort(order.begin(), order.end(), [](size_t a, size_t b) {
+    return keys::kWindows[a].minutes < keys::kWindows[b].minutes;
+  });
+  MinuteCounts sum;
+  for (const char* d : kDecisionNames) sum.decisions[d] = 0;  // always present, 0 if none
+  auto it = minutes.rbegin();
+  while (it != minutes.rend() && it->first > now_minute) ++it;
+  for (const size_t k : order) {
+    for (; it != minutes.rend() && it->first > now_minute - keys::kWindows[k].minutes; ++it) {
+      const MinuteCounts& m = it->second;
+      for (const auto& [n, c] : m.decisions) sum.decisions[n] += c;
+      for (const auto& [n, c] : m.reasons) sum.reasons[n] += c;
+      for (const auto& [n, c] : m.unknown_members) sum.unknown_members[n] += c;
     }
+    out[k].decisions = sum.decisions;
+    out[k].top_reasons = top_n(sum.reasons, keys::kTopReasons);
+    out[k].unknown_members = sum.unknown_members;
   }
   return out;
 }
@@ -241,7 +250,7 @@ void SnapshotWriter::replace_keys(Connection& conn, const std::vector<WindowCoun
     const std::string rkey = keys::reason_top(p, keys::kWindows[k].name);
     conn.append({"DEL", rkey});
     ++sent;
-    const auto top = top_n(w.reasons, keys::kTopReasons);
+    const auto& top = w.top_reasons;
     if (!top.empty()) {
       CommandArgs z{"ZADD", rkey};
       for (const auto& [r, c] : top) z.add(static_cast<long long>(c)).add(r);

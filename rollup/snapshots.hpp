@@ -17,7 +17,7 @@ namespace p35 {
 
 struct WindowCounts {
   std::map<std::string, uint64_t> decisions;  // "EXECUTE", ..., "UNKNOWN:x", "UNKNOWN"
-  std::map<std::string, uint64_t> reasons;
+  std::vector<std::pair<std::string, uint64_t>> top_reasons;  // top_n(reasons, kTopReasons)
   std::map<std::string, uint64_t> unknown_members;  // filled for every window, written for 5m
 };
 
@@ -30,7 +30,9 @@ struct MinuteCounts {
   std::map<std::string, uint64_t> decisions, reasons, unknown_members;
 };
 
-// Sum per-minute counts over the W most recent minutes up to now_minute, for each window.
+// Sum per-minute counts over the W most recent minutes up to now_minute, for each window: one
+// running sum from the newest minute back, read off as each window is complete (the windows nest),
+// so the hour's reasons are summed once and no window keeps its own copy of them.
 std::vector<WindowCounts> windows_from(const std::map<int64_t, MinuteCounts>& minutes,
                                        int64_t now_minute);
 
