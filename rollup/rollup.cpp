@@ -102,7 +102,7 @@ bool Rollup::step() {
     const bool backlog = nb > 0 && read - ingest_read_at_commit_ >= nb * static_cast<uint64_t>(cfg_.batch_size);
     ingest_read_at_commit_ = read;
     ingest_batches_at_commit_ = batches;
-    if (backlog && cfg_.commit_linger_ms > 0) sleep_unless_stopped(cfg_.commit_linger_ms);
+    linger_ = backlog && cfg_.commit_linger_ms > 0;  // after the tick, once success is noted
   }
   claim_if_due();
   const int64_t now = now_mono_ms();
@@ -153,6 +153,10 @@ int Rollup::run() {
       if (!step()) return abandon_segment(committer_.conflict_text());
       outage_.succeeded();
       backoff_.reset();
+      if (linger_) {
+        linger_ = false;
+        sleep_unless_stopped(cfg_.commit_linger_ms);
+      }
     } catch (const RedisError& e) {
       if (e.kind() == RedisErrorKind::Auth) throw;
       outage_.failed("commit to Redis", e);

@@ -194,8 +194,11 @@ TEST_CASE("a permission taken away: the stage logs it once with the fix, retries
 
   admin.command({"ACL", "SETUSER", p.acl_user(), c.grant});
   require_exact(redis, p, e);
-  text = read_file(log);
-  CHECK(text.find("Redis answers again", text.find(needle)) != std::string::npos);
+  // The stage logs the outage's end after the command that worked; poll for the line.
+  CHECK(wait_until([&] {
+    text = read_file(log);
+    return text.find("Redis answers again", text.find(needle)) != std::string::npos;
+  }, 10000, 20));
   for (Stage s : kStages) CHECK(p.alive(s));
 }
 
