@@ -121,10 +121,13 @@ bool Rollup::step() {
   if (snapshot_due) {
     // A lease just taken has no versions read yet: write() reads them itself.
     if (lease_.take_reply(conn_, lease_reply) &&
-        snapshots_.write(conn_, false, versions_too ? &versions : nullptr)) {
+        snapshots_.write(conn_, false, versions_too ? &versions : nullptr) &&
+        now - last_trim_ms_ >= kTrimIntervalMs) {
       // The rebuild allocates and frees many small nodes (bucket replies, window maps); hand the
-      // freed pages back, or glibc keeps them and private RSS stays at its high-water mark.
+      // freed pages back now and then, or glibc keeps them and private RSS stays at its
+      // high-water mark (not after every rebuild: the next one would fault the pages in again).
       malloc_trim(0);
+      last_trim_ms_ = now;
     }
     next_snapshot_ms_ = now + cfg_.snapshot_interval_ms;
   }

@@ -46,6 +46,8 @@ class Rollup {
   int64_t next_status_ms_ = 0;
   uint64_t ingest_read_at_commit_ = 0;     // ingest's entries-read counter at our last commit
   uint64_t ingest_batches_at_commit_ = 0;  // and its batch counter
+  static constexpr int64_t kTrimIntervalMs = 10000;
+  int64_t last_trim_ms_ = 0;
   bool linger_ = false;                    // the last commit was of a backlog: wait before the next
 };
 

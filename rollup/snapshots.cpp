@@ -28,11 +28,14 @@ uint64_t ld(const std::atomic<uint64_t>& w) { return w.load(std::memory_order_re
 
 std::vector<std::pair<std::string, uint64_t>> top_n(const std::map<std::string, uint64_t>& m,
                                                     size_t n) {
-  std::vector<std::pair<std::string, uint64_t>> v;
-  for (const auto& [name, c] : m)
-    if (c != 0) v.emplace_back(name, c);
-  const auto better = [](const auto& a, const auto& b) {
-    return a.second != b.second ? a.second > b.second : a.first < b.first;
+  // Rank pointers to the map's entries, copy only the names that make the cut.
+  using Entry = const std::pair<const std::string, uint64_t>*;
+  std::vector<Entry> v;
+  v.reserve(m.size());
+  for (const auto& e : m)
+    if (e.second != 0) v.push_back(&e);
+  const auto better = [](Entry a, Entry b) {
+    return a->second != b->second ? a->second > b->second : a->first < b->first;
   };
   if (v.size() > n) {
     std::partial_sort(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(n), v.end(), better);
@@ -40,10 +43,68 @@ std::vector<std::pair<std::string, uint64_t>> top_n(const std::map<std::string, 
   } else {
     std::sort(v.begin(), v.end(), better);
   }
-  return v;
+  std::vector<std::pair<std::string, uint64_t>> out;
+  out.reserve(v.size());
+  for (Entry e : v) out.emplace_back(e->first, e->second);
+  return out;
 }
 
 std::string bucket_versions_key(const std::string& prefix) { return prefix + "bucketver"; }
+
+void NameCounts::add(std::string_view name, int64_t delta) {
+  const auto less = [this](const Item& it, std::string_view n) {
+    return std::string_view(names_.data() + it.off, it.len) < n;
+  };
+  auto it = std::lower_bound(items_.begin(), items_.end(), name, less);
+  if (it == items_.end() || this->name(static_cast<size_t>(it - items_.begin())) != name) {
+    it = items_.insert(it, Item{static_cast<uint32_t>(names_.size()), static_cast<uint32_t>(name.size()), 0});
+    names_.append(name);
+  }
+  it->count = static_cast<uint64_t>(static_cast<int64_t>(it->count) + delta);
+}
+
+std::vector<std::pair<std::string, uint64_t>> top_n_of_sums(const std::vector<const NameCounts*>& lists,
+                                                            size_t n) {
+  using Ranked = std::pair<std::string_view, uint64_t>;
+  const auto better = [](const Ranked& a, const Ranked& b) {
+    return a.second != b.second ? a.second > b.second : a.first < b.first;
+  };
+  std::vector<Ranked> best;  // a heap whose front is the worst of the best n so far
+  std::vector<size_t> pos(lists.size(), 0);
+  // Min-heap of list indices by their current name.
+  const auto name_at = [&](size_t l) { return lists[l]->name(pos[l]); };
+  const auto later = [&](size_t a, size_t b) { return name_at(a) > name_at(b); };
+  std::vector<size_t> heap;
+  for (size_t l = 0; l < lists.size(); ++l)
+    if (lists[l]->size() > 0) heap.push_back(l);
+  std::make_heap(heap.begin(), heap.end(), later);
+  while (!heap.empty()) {
+    const std::string_view name = name_at(heap.front());
+    uint64_t sum = 0;
+    while (!heap.empty() && name_at(heap.front()) == name) {
+      std::pop_heap(heap.begin(), heap.end(), later);
+      const size_t l = heap.back();
+      sum += lists[l]->count(pos[l]);
+      if (++pos[l] < lists[l]->size()) std::push_heap(heap.begin(), heap.end(), later);
+      else heap.pop_back();
+    }
+    if (sum == 0 || n == 0) continue;
+    const Ranked r{name, sum};
+    if (best.size() < n) {
+      best.push_back(r);
+      std::push_heap(best.begin(), best.end(), better);
+    } else if (better(r, best.front())) {
+      std::pop_heap(best.begin(), best.end(), better);
+      best.back() = r;
+      std::push_heap(best.begin(), best.end(), better);
+    }
+  }
+  std::sort(best.begin(), best.end(), better);
+  std::vector<std::pair<std::string, uint64_t>> out;
+  out.reserve(best.size());
+  for (const auto& [name, c] : best) out.emplace_back(std::string(name), c);
+  return out;
+}
 
 std::vector<WindowCounts> windows_from(const std::map<int64_t, MinuteCounts>& minutes,
                                        int64_t now_minute) {
@@ -53,20 +114,21 @@ std::vector<WindowCounts> windows_from(const std::map<int64_t, MinuteCounts>& mi
   std::sort(order.begin(), order.end(), [](size_t a, size_t b) {
     return keys::kWindows[a].minutes < keys::kWindows[b].minutes;
   });
-  MinuteCounts sum;
-  for (const char* d : kDecisionNames) sum.decisions[d] = 0;  // always present, 0 if none
+  std::map<std::string, uint64_t> decisions, unknown_members;
+  for (const char* d : kDecisionNames) decisions[d] = 0;  // always present, 0 if none
+  std::vector<const NameCounts*> reasons;  // the window's minutes so far
   auto it = minutes.rbegin();
   while (it != minutes.rend() && it->first > now_minute) ++it;
   for (const size_t k : order) {
     for (; it != minutes.rend() && it->first > now_minute - keys::kWindows[k].minutes; ++it) {
       const MinuteCounts& m = it->second;
-      for (const auto& [n, c] : m.decisions) sum.decisions[n] += c;
-      for (const auto& [n, c] : m.reasons) sum.reasons[n] += c;
-      for (const auto& [n, c] : m.unknown_members) sum.unknown_members[n] += c;
+      for (const auto& [n, c] : m.decisions) decisions[n] += c;
+      for (const auto& [n, c] : m.unknown_members) unknown_members[n] += c;
+      reasons.push_back(&m.reasons);
     }
-    out[k].decisions = sum.decisions;
-    out[k].top_reasons = top_n(sum.reasons, keys::kTopReasons);
-    out[k].unknown_members = sum.unknown_members;
+    out[k].decisions = decisions;
+    out[k].top_reasons = top_n_of_sums(reasons, keys::kTopReasons);
+    out[k].unknown_members = unknown_members;
   }
   return out;
 }
@@ -117,8 +179,12 @@ namespace {
 // subtracts it (n < 0, never below zero) to a minute's counts.
 void add_bucket_field(MinuteCounts& mc, std::string_view f, int64_t n) {
   std::map<std::string, uint64_t>* m = nullptr;
+  if (f.rfind("reason:", 0) == 0) {
+    f.remove_prefix(7);
+    mc.reasons.add(f, n);
+    return;
+  }
   if (f.rfind("decision:", 0) == 0) m = &mc.decisions, f.remove_prefix(9);
-  else if (f.rfind("reason:", 0) == 0) m = &mc.reasons, f.remove_prefix(7);
   else return;
   auto it = m->try_emplace(std::string(f), 0).first;
   it->second = static_cast<uint64_t>(static_cast<int64_t>(it->second) + n);

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "committer.hpp"
@@ -25,14 +26,39 @@ struct WindowCounts {
 std::vector<std::pair<std::string, uint64_t>> top_n(const std::map<std::string, uint64_t>& m,
                                                     size_t n);
 
-// The counts of one minute as the snapshots need them (symbol breakdown left out).
-struct MinuteCounts {
-  std::map<std::string, uint64_t> decisions, reasons, unknown_members;
+// Counts by name, compact (an hour of minutes with full reason tables is ~60,000 names): the names
+// in one buffer, (offset, length, count) sorted by name. Names are never removed.
+class NameCounts {
+ public:
+  void add(std::string_view name, int64_t delta);  // counts wrap like the bucket's HINCRBY deltas
+  size_t size() const { return items_.size(); }
+  std::string_view name(size_t i) const { return {names_.data() + items_[i].off, items_[i].len}; }
+  uint64_t count(size_t i) const { return items_[i].count; }
+
+ private:
+  struct Item {
+    uint32_t off;
+    uint32_t len;
+    uint64_t count;
+  };
+  std::string names_;
+  std::vector<Item> items_;
 };
 
-// Sum per-minute counts over the W most recent minutes up to now_minute, for each window: one
-// running sum from the newest minute back, read off as each window is complete (the windows nest),
-// so the hour's reasons are summed once and no window keeps its own copy of them.
+// The top n of the sums of several NameCounts, by a merge of their sorted names (no map of the
+// union is built): count descending, ties to the smaller name, zero sums left out.
+std::vector<std::pair<std::string, uint64_t>> top_n_of_sums(const std::vector<const NameCounts*>& lists,
+                                                            size_t n);
+
+// The counts of one minute as the snapshots need them (symbol breakdown left out).
+struct MinuteCounts {
+  std::map<std::string, uint64_t> decisions, unknown_members;
+  NameCounts reasons;
+};
+
+// Sum per-minute counts over the W most recent minutes up to now_minute, for each window: decisions
+// and unknown members as one running sum from the newest minute back, read off as each window is
+// complete (the windows nest); reasons by top_n_of_sums over the window's minutes.
 std::vector<WindowCounts> windows_from(const std::map<int64_t, MinuteCounts>& minutes,
                                        int64_t now_minute);
 

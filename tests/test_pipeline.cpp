@@ -6,15 +6,38 @@
 #include <signal.h>
 
 #include <chrono>
+#include <random>
 #include <thread>
 
 #include "keys.hpp"
 #include "pipeline_harness.hpp"
 #include "rules.hpp"
+#include "snapshots.hpp"
 #include "stream_id.hpp"
 
 using namespace p35;
 using namespace p35::test;
+
+TEST_CASE("The top reasons of a window from per-minute lists equal those of the summed map",
+          "[snapshots]") {
+  std::mt19937 rng(11);
+  for (int round = 0; round < 200; ++round) {
+    const size_t minutes = 1 + rng() % 60, names = 1 + rng() % 300, n = rng() % 70;
+    std::vector<NameCounts> lists(minutes);
+    std::map<std::string, uint64_t> sum;
+    for (auto& l : lists)
+      for (size_t k = rng() % (names + 1); k > 0; --k) {
+        const std::string name = "r" + std::to_string(rng() % names);  // repeats across minutes
+        const int64_t c = static_cast<int64_t>(rng() % 4);               // ties and zeros
+        l.add(name, c);
+        sum[name] += static_cast<uint64_t>(c);
+      }
+    std::vector<const NameCounts*> ptrs;
+    for (const auto& l : lists) ptrs.push_back(&l);
+    INFO("round " << round << " n " << n);
+    REQUIRE(top_n_of_sums(ptrs, n) == top_n(sum, n));
+  }
+}
 
 namespace {
 
