@@ -4,7 +4,7 @@
 # limit, drain of a 1,000,000-entry backlog, steady state at 2, 1,000 and 50,000 msg/s with CPU,
 # private RSS and latency percentiles, idle cost, exactness). Not part of scripts/test.sh.
 #
-#   sudo bash scripts/bench.sh                      # the full run (about 8 minutes)
+#   sudo bash scripts/bench.sh                      # the full run (about 6 minutes)
 #   sudo bash scripts/bench.sh --quick              # shorter phases (about 3 minutes)
 #   sudo bash scripts/bench.sh --out /tmp/bench.md  # also write the report to a file
 #   bash scripts/bench.sh --help                    # every option of p35-bench
