@@ -253,6 +253,15 @@ wait_for() {  # seconds description command...
   done
 }
 
+# True once the journal of stage $1 has a line containing $2. journald takes a stage's stdout through
+# a stream socket and may file a line some time after the process wrote it (or after it exited): poll
+# with wait_for, never read the journal once.
+journal_says() {
+  local journal
+  journal="$(C journalctl --no-pager -o cat -u "quantum-p35-$1.service")" || return 1
+  grep -q -F -- "$2" <<<"$journal"
+}
+
 # The buckets and unknown hashes in Redis against the sum of the expectation files, field by field.
 expected_counts() {
   awk -F'\t' '$1 == "B" || $1 == "U" { n[$1 FS $2 FS $3] += $4 }
@@ -351,8 +360,7 @@ done
 C systemctl kill -s SIGSTOP quantum-p35-ackd.service
 wait_for 20 "the watchdog to restart a stopped ackd" replaced ackd
 check_only ackd 1 "the watchdog restart of ackd"
-said="$(C journalctl --no-pager -o cat -u quantum-p35-ackd.service | grep -c "Watchdog timeout" || true)"
-[ "$said" -gt 0 ] || fail "no watchdog timeout in ackd's journal"
+wait_for 10 "a watchdog timeout in ackd's journal" journal_says ackd "Watchdog timeout"
 ok "SIGSTOP of ackd (a hung loop): watchdog timeout after WatchdogSec=3s, restarted (pid ${pid[ackd]} -> ${now[ackd.MainPID]}); the others untouched"
 remember_units
 status_text="$(prop rollup StatusText)"
@@ -430,8 +438,7 @@ all_restarted() {
 }
 wait_for 20 "every stage to restart on a fresh segment" all_restarted
 for s in "${stages[@]}"; do
-  said="$(C journalctl --no-pager -o cat -u "quantum-p35-$s.service" | grep -c "was removed or replaced under us" || true)"
-  [ "$said" -gt 0 ] || fail "$s did not log that the segment was removed"
+  wait_for 10 "$s to log that the segment was removed" journal_says "$s" "was removed or replaced under us"
 done
 new_inode="$(inode)"
 [ "$new_inode" != "$segment_inode" ] || fail "the segment has its old inode after rm"
