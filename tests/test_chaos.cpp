@@ -105,5 +105,5 @@ TEST_CASE("Random SIGKILLs of every stage while 200,000 messages flow lose and d
   CHECK(slots_checked > 0);
   CHECK(words_differing == 0);
   // The status hash is rewritten every second; it must come to show the empty pending list.
-  CHECK(wait_until([&] { return hgetall(c, "quantum:p35:status")["pending_estimate"] == "0"; }, 5000));
+  CHECK(wait_until([&] { return hgetall(c, "quantum:p35:status")["pending_estimate"] == "0"; }, 30000));
 }

@@ -236,7 +236,7 @@ TEST_CASE("Redis stopped for 30 s (SIGSTOP) with a backlog in flight: one outage
     INFO(stage_label(s) << " log:\n" << file_tail(p.log_path(s), 30));
     const auto failed = log_lines(p, s, "Failed to");
     // The end of the outage is logged after the command that worked: poll for it.
-    wait_until([&] { return !log_lines(p, s, "Redis answers again").empty(); }, 10000, 20);
+    wait_until([&] { return !log_lines(p, s, "Redis answers again").empty(); }, 30000, 20);
     const auto again = log_lines(p, s, "Redis answers again");
     REQUIRE(failed.size() == 1);
     CHECK(failed[0].find("[warning]") != std::string::npos);
@@ -304,7 +304,7 @@ TEST_CASE("maxmemory with noeviction: commits answer OOM, ingest is held back, n
 
   INFO("rollup log:\n" << file_tail(p.log_path(Stage::Rollup), 30));
   const auto failed = log_lines(p, Stage::Rollup, "Failed to");
-  wait_until([&] { return !log_lines(p, Stage::Rollup, "Redis answers again").empty(); }, 10000, 20);
+  wait_until([&] { return !log_lines(p, Stage::Rollup, "Redis answers again").empty(); }, 30000, 20);
   const auto again = log_lines(p, Stage::Rollup, "Redis answers again");
   REQUIRE(failed.size() == 1);
   CHECK(failed[0].find("OOM") != std::string::npos);

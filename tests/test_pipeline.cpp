@@ -353,7 +353,7 @@ TEST_CASE("Minutes older than every window are committed, and empty windows read
   const std::map<std::string, std::string> zeros{{"EXECUTE", "0"}, {"SKIP", "0"}, {"BLOCKED", "0"}, {"ERROR", "0"}};
   for (const auto& w : keys::kWindows) {
     INFO("window " << w.name);
-    CHECK(wait_until([&] { return hgetall(c, kPrefix + "decision:counts:" + w.name) == zeros; }, 5000));
+    CHECK(wait_until([&] { return hgetall(c, kPrefix + "decision:counts:" + w.name) == zeros; }, 30000));
     CHECK(c.command({"EXISTS", kPrefix + "reason:top:" + std::string(w.name)}).integer() == 0);
   }
   CHECK(c.command({"EXISTS", kPrefix + "unknown_decision:top:5m"}).integer() == 0);

@@ -241,7 +241,7 @@ TEST_CASE("the password from REDIS_PASSWORD_FILE shows in no log, --help, ps, st
   // rollup writes status every second: wait for one with every stage in it.
   Connection c = redis.connect();
   const std::string status_key = keys::status(po.key_prefix);
-  REQUIRE(wait_until([&] { return hgetall(c, status_key + ":" + po.consumer).size() > 10; }, 10000));
+  REQUIRE(wait_until([&] { return hgetall(c, status_key + ":" + po.consumer).size() > 10; }, 30000));
 
   std::vector<std::pair<std::string, std::string>> places;  // (where, text)
   for (Stage s : kStages) {

@@ -187,7 +187,7 @@ TEST_CASE("Three pipelines share the stream; one killed for good is taken over e
   const Expectation e = read_expectation(expect);
   // The counts land a moment after the acks of the last commit; compare once they settle.
   std::vector<std::string> diffs;
-  wait_until([&] { diffs = compare_buckets(c, e, kPrefix, false); return diffs.empty(); }, 5000, 100);
+  wait_until([&] { diffs = compare_buckets(c, e, kPrefix, false); return diffs.empty(); }, 30000, 100);
   const auto status = hgetall(c, kPrefix + "status");
   const auto figure = [&](const char* f) { return status.count(f) ? std::stoll(status.at(f)) : 0LL; };
   std::printf("takeover: messages=%lld claimed=%lld claim-acked=%lld lease %s -> %s in %lld ms "
