@@ -48,6 +48,9 @@ std::string row3(const std::string& name, const Spread& s, const std::function<s
 }
 
 std::string pct(double v) { return fmt::format("{:.1f} %", v); }
+// The stages' own CPU at live rates: two decimals, since the 1,000 msg/s target (2 %) is a sum of
+// three figures under 1 %.
+std::string pct2(double v) { return fmt::format("{:.2f} %", v); }
 std::string usec(double v) { return fmt::format("{:.2f}", v); }
 
 // "xreadgroup 123.4 ms/s (56 calls/s), ..." by descending time; the bench's own INFO and the
@@ -177,8 +180,8 @@ std::string steady_cpu_and_latency(const BenchResults& r) {
   for (const auto& s : r.steady) {
     const auto rss = [&](size_t i) { return mb(s.mem_end[i].private_kb) + " (" + mb(s.mem_peak[i].private_kb) + ")"; };
     o += fmt::format("| {} ({}) | {} | {} | {} | {} | {} | {} | {} | {} / {} / {} | {} |\n", thousands(s.rate),
-                     thousands(s.achieved), pct(s.cpu[0]), pct(s.cpu[1]), pct(s.cpu[2]),
-                     pct(sum3(s.cpu)), pct(s.redis_cpu), pct(s.loadgen_cpu), pct(s.machine_cpu),
+                     thousands(s.achieved), pct2(s.cpu[0]), pct2(s.cpu[1]), pct2(s.cpu[2]),
+                     pct2(sum3(s.cpu)), pct(s.redis_cpu), pct(s.loadgen_cpu), pct(s.machine_cpu),
                      rss(0), rss(1), rss(2),
                      s.exact ? fmt::format("yes ({} entries)", thousands(static_cast<double>(s.written)))
                              : fmt::format("NO ({} differences)", s.diffs.size()));
@@ -274,7 +277,7 @@ std::string targets(const BenchResults& r) {
     line("idle: three stages together", fmt::format("{:.3f} %", s), "<= 0.1 % of a core", s <= 0.1);
   }
   if (const auto* s = at_rate(r, 1000)) {
-    line("1,000 msg/s: three stages together", pct(sum3(s->cpu)), "<= 2 % of a core", sum3(s->cpu) <= 2);
+    line("1,000 msg/s: three stages together", pct2(sum3(s->cpu)), "<= 2 % of a core", sum3(s->cpu) <= 2);
     line("1,000 msg/s: XADD -> bucket p99", ms_unit(p99(*s, kBucket)), "<= 50 ms", p99(*s, kBucket) <= 50);
     line("1,000 msg/s: XADD -> acked p99", ms_unit(p99(*s, kAcked)), "<= 100 ms", p99(*s, kAcked) <= 100);
     line("1,000 msg/s: XADD -> 1m snapshot p99", ms_unit(p99(*s, kSnapshot)), "<= 1,200 ms",
