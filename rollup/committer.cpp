@@ -211,8 +211,14 @@ void Committer::copy_slot(shm::SlotHeader& live, shm::SlotHeader& dst, uint64_t*
   copy_words(lcv, dcv, chunks);
 }
 
-void Committer::add_slot_fields(uint32_t i, std::vector<std::pair<std::string, int64_t>>& bucket,
-                                std::vector<std::pair<std::string, int64_t>>& unknown) {
+void FieldList::add(std::initializer_list<std::string_view> parts, int64_t delta) {
+  if (delta == 0) return;
+  const size_t off = text_.size();
+  for (const std::string_view p : parts) text_.append(p);
+  items_.push_back({static_cast<uint32_t>(off), static_cast<uint32_t>(text_.size() - off), delta});
+}
+
+void Committer::add_slot_fields(uint32_t i, FieldList& bucket, FieldList& unknown) {
   const auto side = static_cast<uint32_t>(seg_.slot_meta()[i].side.load(std::memory_order_relaxed));
   auto& nu = seg_.shadow(1 - side, i);
   auto& old = seg_.shadow(side, i);
@@ -221,12 +227,9 @@ void Committer::add_slot_fields(uint32_t i, std::vector<std::pair<std::string, i
   const auto delta = [&](const std::atomic<uint64_t>& n, const std::atomic<uint64_t>& o) {
     return static_cast<int64_t>(count(n) - (same ? count(o) : 0));
   };
-  const auto put = [](auto& v, std::string f, int64_t d) {
-    if (d != 0) v.emplace_back(std::move(f), d);
-  };
-  const std::string ov(keys::kOverflow);
+  constexpr std::string_view ov = keys::kOverflow;
   for (uint32_t d = 0; d < shm::kDecisionSlots; ++d)
-    put(bucket, kDecisionFields[d], delta(nu.decisions[d], old.decisions[d]));
+    bucket.add({kDecisionFields[d]}, delta(nu.decisions[d], old.decisions[d]));
   // Only chunks written after the committed side's version can differ (chunk_version, see
   // shm_layout.hpp); another generation or minute is compared against nothing.
   const uint64_t base = same ? old.version.load() : 0;
@@ -248,28 +251,31 @@ void Committer::add_slot_fields(uint32_t i, std::vector<std::pair<std::string, i
       if (d != 0) emit(k, d);
     }
   };
-  const auto str = [&](uint64_t id1) { return std::string(seg_.string_at(static_cast<uint32_t>(id1 - 1))); };
+  const auto str = [&](uint64_t id1) { return seg_.string_at(static_cast<uint32_t>(id1 - 1)); };
   table(seg_.reasons(nu), seg_.reasons(old), seg_.caps().reason_cap,
-        [&](uint64_t k, int64_t d) { put(bucket, "reason:" + str(k), d); });
-  put(bucket, "reason:" + ov, delta(nu.overflow_reason, old.overflow_reason));
+        [&](uint64_t k, int64_t d) { bucket.add({"reason:", str(k)}, d); });
+  bucket.add({"reason:", ov}, delta(nu.overflow_reason, old.overflow_reason));
   table(seg_.symbol_reasons(nu), seg_.symbol_reasons(old), seg_.caps().symbol_reason_cap,
         [&](uint64_t k, int64_t d) {
-          put(bucket, "symbol_reason:" + str(k >> 32) + ":" + str(k & 0xffffffffULL), d);
+          bucket.add({"symbol_reason:", str(k >> 32), ":", str(k & 0xffffffffULL)}, d);
         });
-  put(bucket, "symbol_reason:" + ov + ":" + ov, delta(nu.overflow_symbol_reason, old.overflow_symbol_reason));
+  bucket.add({"symbol_reason:", ov, ":", ov}, delta(nu.overflow_symbol_reason, old.overflow_symbol_reason));
   table(seg_.unknowns(nu), seg_.unknowns(old), seg_.caps().unknown_cap, [&](uint64_t k, int64_t d) {
-    const bool from_field = (k >> 32) != 0;
-    const std::string member = str(k & 0xffffffffULL);
-    put(bucket, from_field ? "decision:UNKNOWN:" + member : std::string("decision:UNKNOWN"), d);
-    put(unknown, from_field ? member : "executed=" + member, d);
+    const std::string_view member = str(k & 0xffffffffULL);
+    if ((k >> 32) != 0) {  // from the decision field
+      bucket.add({"decision:UNKNOWN:", member}, d);
+      unknown.add({member}, d);
+    } else {
+      bucket.add({"decision:UNKNOWN"}, d);
+      unknown.add({"executed=", member}, d);
+    }
   });
   const int64_t uo = delta(nu.overflow_unknown, old.overflow_unknown);
-  put(bucket, "decision:UNKNOWN:" + ov, uo);
-  put(unknown, ov, uo);
+  bucket.add({"decision:UNKNOWN:", ov}, uo);
+  unknown.add({ov}, uo);
 }
 
 void Committer::build_args(CommitPlan& plan) {
-  using Fields = std::vector<std::pair<std::string, int64_t>>;
   plan.minutes.resize(plan.slots.size());
   size_t used = 0;
   for (uint32_t i : plan.slots) {
@@ -279,14 +285,13 @@ void Committer::build_args(CommitPlan& plan) {
     md.unknown.clear();
     add_slot_fields(i, md.bucket, md.unknown);
   }
-  Fields totals;
+  FieldList& totals = totals_;
+  totals.clear();
   auto& rc = seg_.rollup();
   const uint32_t cur = static_cast<uint32_t>(rc.totals_side.load());
-  for (uint32_t t = 0; t < shm::kTotalCount; ++t) {
-    const auto d = static_cast<int64_t>(count(rc.committed_totals[plan.totals_side][t]) -
-                                        count(rc.committed_totals[cur][t]));
-    if (d != 0) totals.emplace_back(kTotalFields[t], d);
-  }
+  for (uint32_t t = 0; t < shm::kTotalCount; ++t)
+    totals.add({kTotalFields[t]}, static_cast<int64_t>(count(rc.committed_totals[plan.totals_side][t]) -
+                                                       count(rc.committed_totals[cur][t])));
   const std::string versions_key = bucket_versions_key(cfg_.key_prefix);
   const auto ttl = static_cast<long long>(cfg_.bucket_ttl_s);
 
@@ -306,9 +311,9 @@ void Committer::build_args(CommitPlan& plan) {
   if (!totals.empty()) a.add(status_key_);
   a.add(plan.prev.str()).add(plan.next.str());
   plan.fields = 0;
-  const auto add_hash = [&](const Fields& f, long long ttl_s) {
+  const auto add_hash = [&](const FieldList& f, long long ttl_s) {
     a.add(ttl_s).add(static_cast<long long>(f.size()));
-    for (const auto& [field, d] : f) a.add(field).add(static_cast<long long>(d));
+    for (const auto [field, d] : f) a.add(field).add(static_cast<long long>(d));
     plan.fields += f.size();
   };
   for (const auto& md : plan.minutes) {
