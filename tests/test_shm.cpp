@@ -877,9 +877,11 @@ TEST_CASE(
         if (std::string_view(c.last_wait_reason()) != "ID log full") return 11;
         ++waits;
         c.flush();  // publish what is staged so ackd can ack it and free space
+        p35::bell_ring(own.ingest().ackd_bell);  // as a commit would: the fake ackd waits on it
         p35::bell_wait(bell, seen, 100);
       }
       c.flush();
+      p35::bell_ring(own.ingest().ackd_bell);
     }
     own.stage(shm::StageId::Ingest).waits.store(waits, std::memory_order_release);
     return 0;

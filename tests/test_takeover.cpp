@@ -253,8 +253,17 @@ TEST_CASE("A hung host whose entries were taken over drops its counts and re-rea
   ChildProcess loadgen = live_traffic(redis, "40000", "4000", "74", expect);
   Connection c = redis.connect();
   auto& a = *hosts[0];
+  // Hung, not dead: it still holds its counts. Rollup freezes first and ingest and ackd only once
+  // ingest has read entries since (its pending list grew): those are surely counted and not
+  // committed, so host-b must claim them and move host-a's marker. (Freezing all three at once
+  // could land between a commit and its XACK, leaving only committed entries: host-b would ack
+  // them without moving the marker, and the wait below would time out.)
   REQUIRE(wait_until([&] { return pending_of(c, "host-a") > 0; }, 30000, 2));
-  for (Stage s : kStages) a.kill(s, SIGSTOP);  // hung, not dead: it still holds its counts
+  a.kill(Stage::Rollup, SIGSTOP);
+  const long long pending_at_rollup_stop = pending_of(c, "host-a");
+  REQUIRE(wait_until([&] { return pending_of(c, "host-a") > pending_at_rollup_stop; }, 30000, 2));
+  a.kill(Stage::Ingest, SIGSTOP);
+  a.kill(Stage::Ackd, SIGSTOP);
   const std::string marker_before(c.command({"GET", kPrefix + "commit:host-a"}).str());
   // host-b takes over host-a's idle entries and moves host-a's marker.
   REQUIRE(wait_until([&] {
