@@ -285,7 +285,7 @@ void Committer::build_args(CommitPlan& plan) {
     md.unknown.clear();
     add_slot_fields(i, md.bucket, md.unknown);
   }
-  FieldList& totals = totals_;
+  FieldList& totals = totals_;  // reused: its buffers keep their capacity between commits
   totals.clear();
   auto& rc = seg_.rollup();
   const uint32_t cur = static_cast<uint32_t>(rc.totals_side.load());
@@ -313,7 +313,7 @@ void Committer::build_args(CommitPlan& plan) {
   plan.fields = 0;
   const auto add_hash = [&](const FieldList& f, long long ttl_s) {
     a.add(ttl_s).add(static_cast<long long>(f.size()));
-    for (const auto [field, d] : f) a.add(field).add(static_cast<long long>(d));
+    f.for_each([&](std::string_view field, int64_t d) { a.add(field).add(static_cast<long long>(d)); });
     plan.fields += f.size();
   };
   for (const auto& md : plan.minutes) {

@@ -211,11 +211,11 @@ void SnapshotWriter::note_commit(const std::vector<MinuteDelta>& minutes) {
     if (v == versions_.end()) continue;  // not cached: the refresh reads it
     ++v->second;
     auto& mc = minutes_[md.minute];
-    for (const auto [f, d] : md.bucket) add_bucket_field(mc, f, d);
-    for (const auto [m, d] : md.unknown) {
+    md.bucket.for_each([&](std::string_view f, int64_t d) { add_bucket_field(mc, f, d); });
+    md.unknown.for_each([&](std::string_view m, int64_t d) {
       auto it = mc.unknown_members.try_emplace(std::string(m), 0).first;
       it->second = static_cast<uint64_t>(static_cast<int64_t>(it->second) + d);
-    }
+    });
     dirty_ = true;
   }
 }
