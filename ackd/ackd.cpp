@@ -59,6 +59,7 @@ int Ackd::run() {
   bool ready_sent = false;
   StatusLine status_line(seg_);
   const StopWakeups wakeups(&seg_.ingest().ackd_bell);
+  const int idle_wait_ms = watchdog_bounded_ms(kIdleWaitMs);
   while (true) {
     if (!stage_.heartbeat()) {
       spdlog::error("Segment {} was removed or replaced under us; exiting", shm_path(seg_.name()));
@@ -88,8 +89,8 @@ int Ackd::run() {
     }
     if (stop_requested()) break;
     // Rung by rollup after each commit (and by the stop signal); the timeout only keeps the
-    // heartbeat and the segment check going while idle (the watchdog allows 30 s).
-    bell_wait(bell, seen, kIdleWaitMs);
+    // heartbeat and the segment check going while idle (within a third of WatchdogSec).
+    bell_wait(bell, seen, idle_wait_ms);
   }
   // SIGTERM: ack everything committed before leaving (rollup stops after ingest, ackd last).
   stage_.set_state(shm::StageState::Draining);

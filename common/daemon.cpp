@@ -74,6 +74,12 @@ void notify_watchdog() {
   if (sd_watchdog_enabled(0, &usec) > 0) sd_notify(0, "WATCHDOG=1");
 }
 
+int watchdog_bounded_ms(int ms) {
+  uint64_t usec = 0;
+  if (sd_watchdog_enabled(0, &usec) <= 0) return ms;
+  return static_cast<int>(std::clamp<uint64_t>(usec / 3000, 1, static_cast<uint64_t>(std::max(ms, 1))));
+}
+
 void StatusLine::update(shm::StageId id) {
   const int64_t now = now_mono_ms();
   if (now - last_ms_ < 1000) return;

@@ -44,6 +44,9 @@ void notify_ready();
 void notify_stopping();
 void notify_status(const std::string& text);
 void notify_watchdog();  // only sends when systemd asked for a watchdog
+// `ms`, or a third of systemd's WatchdogSec when that is shorter: the bound of a stage's idle wait
+// (ingest's XREADGROUP BLOCK, ackd's bell), so that an idle stage still sends WATCHDOG=1 in time.
+int watchdog_bounded_ms(int ms);
 
 // STATUS= for `systemctl status`, at most once a second: the stage's rate and lag from its block.
 class StatusLine {

@@ -27,7 +27,8 @@ Ingest::Ingest(const Config& cfg, Segment& seg)
   read_new_at_once_ = {"XREADGROUP", "GROUP", cfg_.group, cfg_.consumer, "COUNT", count,
                        "STREAMS", cfg_.stream, ">"};
   read_new_blocking_ = {"XREADGROUP", "GROUP", cfg_.group, cfg_.consumer, "COUNT", count,
-                        "BLOCK", std::to_string(cfg_.block_ms), "STREAMS", cfg_.stream, ">"};
+                        "BLOCK", std::to_string(watchdog_bounded_ms(cfg_.block_ms)), "STREAMS",
+                        cfg_.stream, ">"};
 }
 
 void Ingest::prepare_redis() {

@@ -450,6 +450,15 @@ wait_for 30 "the live traffic to drain" drained
 check_counts "after kills, restart, stop/start and the replaced segment" "$work/expect.backlog" \
   "$work/expect.live" "$work/expect.live2"
 
+# Idle under the 3 s watchdog drop-in: ackd's idle wait is bounded by a third of WatchdogSec, so it
+# keeps pinging with nothing to do. Nothing to poll for here: the check is that nothing happens.
+remember_units
+sleep 7
+read_units
+[ "${now[ackd.MainPID]}" = "${pid[ackd]}" ] && [ "${now[ackd.NRestarts]}" = "${nrestarts[ackd]}" ] ||
+  fail "idle ackd was restarted under WatchdogSec=3s (pid ${pid[ackd]} -> ${now[ackd.MainPID]})"
+ok "idle for 7 s under WatchdogSec=3s: ackd kept its pid ${pid[ackd]} (its idle wait is a third of WatchdogSec)"
+
 # ---- proof.sh, p35-shm, a last stop and uninstall ----------------------------------------------------
 
 C env P35_SHM_BIN="$prefix_dir/bin/p35-shm" bash "$here/scripts/proof.sh" >"$work/proof.log" 2>&1 ||
