@@ -148,12 +148,14 @@ TEST_CASE("Three pipelines share the stream; one killed for good is taken over e
   // entries of both kinds behind for the others to take over (its stages otherwise ack within
   // milliseconds of reading): ackd first, so committed entries stay pending; then rollup, once
   // entries are pending, so the lease must move; then ingest, once it read entries that rollup
-  // never committed.
+  // never committed. Its rollup must have written its own status hash once (checked at the end):
+  // the first tick takes the lease before it writes the status, so the lease alone is too early.
   std::string victim;
   REQUIRE(wait_until([&] {
     const Reply l = c.command({"GET", kPrefix + "lease"});
     victim = l.is_nil() ? "" : std::string(l.str());
-    return !victim.empty() && pending_of(c, victim) > 0;
+    return !victim.empty() && pending_of(c, victim) > 0 &&
+           hgetall(c, kPrefix + "status:" + victim).count("ingest_counted") == 1;
   }, 30000, 5));
   const std::string holder_before = victim;
   const size_t vi = victim == "host-a" ? 0 : victim == "host-b" ? 1 : 2;
@@ -201,8 +203,10 @@ TEST_CASE("Three pipelines share the stream; one killed for good is taken over e
   CHECK(figure("claimed_total") > 0);
   CHECK(status.at("processed_total") == std::to_string(e.total));
   // Each host's own figures are in status:<consumer>.
-  for (const char* h : {"host-a", "host-b", "host-c"})
+  for (const char* h : {"host-a", "host-b", "host-c"}) {
+    INFO("status:" << h);
     CHECK(hgetall(c, kPrefix + "status:" + h).count("ingest_counted") == 1);
+  }
   // The global snapshots keep being written by the new holder.
   const Reply ttl = c.command({"PTTL", kPrefix + "decision:counts:1m"});
   CHECK(ttl.integer() > 0);
