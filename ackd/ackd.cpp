@@ -60,6 +60,7 @@ int Ackd::run() {
   StatusLine status_line(seg_);
   const StopWakeups wakeups(&seg_.ingest().ackd_bell);
   const int idle_wait_ms = watchdog_bounded_ms(kIdleWaitMs);
+  const int linger_ms = watchdog_bounded_ms(cfg_.ack_linger_ms);
   while (true) {
     if (!stage_.heartbeat()) {
       spdlog::error("Segment {} was removed or replaced under us; exiting", shm_path(seg_.name()));
@@ -75,8 +76,11 @@ int Ackd::run() {
     }
     auto& bell = seg_.ingest().ackd_bell;
     const uint32_t seen = bell.load(std::memory_order_acquire);
+    const auto& commits = seg_.rollup().commit_count;
+    const uint64_t commits_before = commits.load(std::memory_order_acquire);
+    uint64_t acked = 0;
     try {
-      ack_committed();
+      acked = ack_committed();
       status_line.update(shm::StageId::Ackd);
       outage_.succeeded();
       backoff_.reset();
@@ -88,9 +92,18 @@ int Ackd::run() {
       continue;
     }
     if (stop_requested()) break;
-    // Rung by rollup after each commit (and by the stop signal); the timeout only keeps the
-    // heartbeat and the segment check going while idle (within a third of WatchdogSec).
-    bell_wait(bell, seen, idle_wait_ms);
+    // Rung by rollup after a commit (and by the stop signal). While traffic flows we ask for the
+    // second commit after the ones just acked, so each XACK round (a wake-up of ackd and of Redis)
+    // carries two commits; the linger bounds how long the first one's IDs wait for it. Idle, the
+    // next commit rings us and the timeout only keeps the heartbeat and the segment check going
+    // (both waits within a third of WatchdogSec).
+    const bool flowing = acked > 0 && cfg_.ack_linger_ms > 0;
+    const uint64_t want = commits_before + (flowing ? 2 : 1);
+    seg_.ackd().bell_at_commit.store(want, std::memory_order_relaxed);
+    // Pairs with the fence in rollup's apply_pending(): either it sees `want`, or we see its commit.
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (commits.load(std::memory_order_relaxed) >= want) continue;
+    bell_wait(bell, seen, flowing ? linger_ms : idle_wait_ms);
   }
   // SIGTERM: ack everything committed before leaving (rollup stops after ingest, ackd last).
   stage_.set_state(shm::StageState::Draining);

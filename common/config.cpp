@@ -141,6 +141,10 @@ constexpr Option kOptions[] = {
             "After a batch smaller than P35_BATCH_SIZE, how long ingest waits before reading "
             "again so that a trickle arrives in fewer, larger batches, milliseconds (0: at once)"),
     integer(kTiming, "P35_ACK_BATCH", &Config::ack_batch, 1, 100000, "IDs per XACK"),
+    integer(kTiming, "P35_ACK_LINGER_MS", &Config::ack_linger_ms, 0, 1000,
+            "While traffic flows, ackd acks after every second commit, and at the latest this "
+            "long after its previous XACK round, milliseconds (0: after every commit); the IDs it "
+            "holds back are committed already, only their XACK waits"),
     integer(kTiming, "P35_COMMIT_LINGER_MS", &Config::commit_linger_ms, 0, 10000,
             "After a commit of only full batches (a backlog being drained), how long rollup "
             "waits before the next commit so that it carries several batches, milliseconds "

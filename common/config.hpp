@@ -47,6 +47,7 @@ struct Config {
   int block_ms = 5000;                       // P35_BLOCK_MS, 1..60000 (XREADGROUP BLOCK)
   int read_linger_ms = 40;                   // P35_READ_LINGER_MS, 0..1000
   int ack_batch = 1000;                      // P35_ACK_BATCH, 1..100000 (IDs per XACK)
+  int ack_linger_ms = 100;                   // P35_ACK_LINGER_MS, 0..1000
   int commit_linger_ms = 20;                 // P35_COMMIT_LINGER_MS, 0..10000
   int snapshot_interval_ms = 1000;           // P35_SNAPSHOT_INTERVAL_MS, 100..3600000
   int status_interval_ms = 1000;             // P35_STATUS_INTERVAL_MS, 100..3600000

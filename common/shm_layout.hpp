@@ -11,7 +11,7 @@ namespace p35::shm {
 
 // Bump when any struct below or the meaning of a field changes; a segment of another version is
 // refused (never reinterpreted).
-inline constexpr uint32_t kLayoutVersion = 3;
+inline constexpr uint32_t kLayoutVersion = 4;
 inline constexpr uint64_t kMagic = 0x3533505F5350414DULL;  // "MAPS_P35" little-endian
 inline constexpr size_t kCacheLine = 64;
 inline constexpr int64_t kEmptyMinute = INT64_MIN;  // slot minute of a never-used slot
@@ -31,7 +31,7 @@ inline constexpr int64_t kEmptyMinute = INT64_MIN;  // slot minute of a never-us
  *            +--------------------------------------------------------------+
  *            | RollupControl   committed_id | pending commit | totals shadow |
  *            +--------------------------------------------------------------+
- *            | AckdControl     ack tail | acked_id                           |
+ *            | AckdControl     ack tail | bell_at_commit | acked_id          |
  *            +--------------------------------------------------------------+
  *            | JournalEntry[journal_cap]        ingest's batch journal        |
  *            | IdLogEntry[id_log_cap]           stream IDs awaiting XACK      |
@@ -199,6 +199,10 @@ struct alignas(kCacheLine) RollupControl {
 
 struct alignas(kCacheLine) AckdControl {
   alignas(kCacheLine) std::atomic<uint64_t> id_log_tail;  // entries below are acked
+  // Rollup rings ackd's bell after a commit only once commit_count reaches this (or while ingest
+  // waits for space): ackd asks for its second commit while traffic flows (P35_ACK_LINGER_MS).
+  // 0: after every commit.
+  std::atomic<uint64_t> bell_at_commit;
   SeqId acked;                                          // highest acked ID, for lags
 };
 
@@ -274,6 +278,7 @@ static_assert(offsetof(IngestControl, rollup_bell) % kCacheLine == 0);
 static_assert(offsetof(IngestControl, ackd_bell) % kCacheLine == 0);
 static_assert(offsetof(IngestControl, ingest_bell) % kCacheLine == 0);
 static_assert(offsetof(RollupControl, pending_state) % kCacheLine == 0);
+static_assert(sizeof(AckdControl) == 2 * kCacheLine);
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
 static_assert(std::atomic<int64_t>::is_always_lock_free);
 static_assert(std::atomic<uint32_t>::is_always_lock_free);

@@ -360,10 +360,17 @@ void Committer::apply_pending() {
   rc.totals_side.store(rc.pending_totals_side.load(std::memory_order_relaxed),
                        std::memory_order_release);
   publish_id(rc.committed, load_id(rc.pending_next));
-  rc.commit_count.fetch_add(1, std::memory_order_relaxed);
+  const uint64_t commits = rc.commit_count.fetch_add(1, std::memory_order_relaxed) + 1;
   rc.last_commit_unix_ms.store(now_unix_ms(), std::memory_order_relaxed);
   rc.pending_state.store(0, std::memory_order_release);
-  bell_ring(seg_.ingest().ackd_bell);
+  // Ackd says from which commit on it wants its bell (AckdControl::bell_at_commit); ingest waiting
+  // for ID-log space gets its acks at once. Pairs with the fence in Ackd::run(): either ackd sees
+  // this commit before it sleeps, or we see the commit it asked for.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (commits >= seg_.ackd().bell_at_commit.load(std::memory_order_relaxed) ||
+      seg_.stage(shm::StageId::Ingest).state.load(std::memory_order_relaxed) ==
+          static_cast<uint32_t>(shm::StageState::Backpressure))
+    bell_ring(seg_.ingest().ackd_bell);
   bell_ring_if_waiting(seg_.ingest().ingest_bell, seg_.stage(shm::StageId::Ingest).state,
                        static_cast<uint32_t>(shm::StageState::Backpressure));
 }

@@ -91,6 +91,7 @@ TEST_CASE("defaults match the documented values", "[config]") {
   CHECK(c.block_ms == 5000);
   CHECK(c.read_linger_ms == 40);
   CHECK(c.commit_linger_ms == 20);
+  CHECK(c.ack_linger_ms == 100);
   CHECK(c.command_timeout_ms == 10000);
   CHECK(c.ring_slots == 128);
   CHECK(c.id_log == 65536);
@@ -255,6 +256,9 @@ TEST_CASE("negative intervals are rejected", "[config]") {
         "invalid P35_SNAPSHOT_INTERVAL_MS \"-5\": must be an integer 100..3600000");
   CHECK_THAT(env_error("P35_COMMIT_LINGER_MS", "-1"), Contains("P35_COMMIT_LINGER_MS \"-1\""));
   CHECK(parse({}, {{"P35_COMMIT_LINGER_MS", "0"}}).config.commit_linger_ms == 0);
+  CHECK(env_error("P35_ACK_LINGER_MS", "1001") ==
+        "invalid P35_ACK_LINGER_MS \"1001\": must be an integer 0..1000");
+  CHECK(parse({}, {{"P35_ACK_LINGER_MS", "0"}}).config.ack_linger_ms == 0);
 }
 
 TEST_CASE("booleans accept true/false 1/0 yes/no on/off in any case", "[config]") {

@@ -212,6 +212,34 @@ TEST_CASE("Pending entries whose message was trimmed are acked and counted as tr
   CHECK(n == "3");
 }
 
+TEST_CASE("While traffic flows ackd holds a commit's acks for the next one, at most P35_ACK_LINGER_MS",
+          "[pipeline][redis]") {
+  RedisServer redis;
+  Connection c = redis.connect();
+  PipelineOptions o;
+  o.env["P35_ACK_LINGER_MS"] = "1000";
+  Pipeline p(redis, o);
+  p.start_all();
+  INFO(p.logs_tail());
+  const auto pending = [&] {
+    return c.command({"XPENDING", kStream, "p35_decision_intel"}).element(0)->integer;
+  };
+  const auto marker = [&] { return std::string(c.command({"GET", kPrefix + "commit:p35test"}).str()); };
+  // The first entry after a quiet spell: its commit rings ackd at once.
+  REQUIRE(wait_until([&] { return marker() == "0-0"; }, 30000));  // group and marker made
+  c.command({"XADD", kStream, "*", "decision", "SKIP", "reason", "first"});
+  REQUIRE(wait_drained(redis, p.options(), 30000));
+  // ackd just acked: it now waits for the second commit, or 1 s. A lone second commit is held...
+  const auto sent = std::chrono::steady_clock::now();
+  const std::string id(c.command({"XADD", kStream, "*", "decision", "SKIP", "reason", "second"}).str());
+  REQUIRE(wait_until([&] { return marker() == id; }, 30000));
+  CHECK(pending() == 1);
+  // ...until the linger ends, well before ackd's 5 s idle wake-up.
+  REQUIRE(wait_until([&] { return pending() == 0; }, 30000));
+  CHECK(std::chrono::steady_clock::now() - sent < std::chrono::milliseconds(4000));
+  CHECK(drained(c, p.options()));
+}
+
 TEST_CASE("SIGTERM stops each stage with exit 0 and leaves nothing committed unacked",
           "[pipeline][redis]") {
   RedisServer redis;
