@@ -140,9 +140,12 @@ void initialise(uint8_t* base, const SegmentSpec& spec, const shm::SectionOffset
   h.magic.store(shm::kMagic, std::memory_order_release);
 }
 
+// A stage's (writable) mapping is populated at once: the segment's pages exist from creation
+// (try_create), and mapping them all now keeps page faults out of the counting and commit paths.
+// The read-only inspector maps lazily.
 uint8_t* map_fd(int fd, size_t size, bool writable) {
   const int prot = writable ? PROT_READ | PROT_WRITE : PROT_READ;
-  void* p = mmap(nullptr, size, prot, MAP_SHARED, fd, 0);
+  void* p = mmap(nullptr, size, prot, MAP_SHARED | (writable ? MAP_POPULATE : 0), fd, 0);
   return p == MAP_FAILED ? nullptr : static_cast<uint8_t*>(p);
 }
 
@@ -178,6 +181,14 @@ bool try_create(const SegmentSpec& spec, const shm::SectionOffsets& off) {
     const auto why = errno_text();
     cleanup();
     throw ShmError(fmt::format("Failed to size {} to {} bytes: {}", tmp_path, off.end, why));
+  }
+  // Every page is allocated now, not on first touch: a /dev/shm too small for the segment is an
+  // error here, at start, instead of a SIGBUS in the middle of a batch once tmpfs runs out.
+  if (const int err = ::posix_fallocate(fd, 0, static_cast<off_t>(off.end)); err != 0) {
+    cleanup();
+    throw ShmError(fmt::format("Failed to allocate {} bytes for {} in /dev/shm: {} (see `df -h "
+                               "/dev/shm`; the P35_* capacities set the size)",
+                               off.end, tmp_path, std::strerror(err)));
   }
   uint8_t* base = map_fd(fd, off.end, true);
   if (base == nullptr) {

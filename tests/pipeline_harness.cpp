@@ -1,6 +1,7 @@
 // Integration-test harness: the three real stages, drains, loadgen runs and bucket comparison.
 #include "pipeline_harness.hpp"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <hiredis/hiredis.h>
@@ -14,6 +15,7 @@
 #include <random>
 #include <sstream>
 #include <stdexcept>
+#include <string_view>
 
 #include "keys.hpp"
 #include "stream_id.hpp"
@@ -116,6 +118,15 @@ Pipeline::~Pipeline() {
   for (auto& p : procs_)
     if (p) p->kill_and_reap();
   remove_segment();
+  // A stage killed while it created the segment leaves "<name>.init.<pid>", allocated in full;
+  // the stages remove those only when they create a segment of the same name again.
+  const std::string prefix = opt_.shm_name + ".init.";
+  if (DIR* d = ::opendir("/dev/shm")) {
+    while (const dirent* e = ::readdir(d))
+      if (std::string_view(e->d_name).substr(0, prefix.size()) == prefix)
+        ::unlinkat(::dirfd(d), e->d_name, 0);
+    ::closedir(d);
+  }
 }
 
 void Pipeline::remove_segment() { ::unlink(("/dev/shm/" + opt_.shm_name).c_str()); }

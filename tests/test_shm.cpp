@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <sched.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -229,6 +230,33 @@ TEST_CASE("a stale <name>.init.<pid> from a killed creator with our pid does not
   INFO("open_or_create: " << error);
   CHECK(error.empty());
   CHECK(created);
+  CHECK(p35::test::init_leftovers(guard.name()).empty());
+}
+
+TEST_CASE("a segment larger than /dev/shm is refused at creation, with its size, leaving no file",
+          "[shm]") {
+  struct statvfs fs {};
+  REQUIRE(::statvfs("/dev/shm", &fs) == 0);
+  // On a tmpfs without a size limit the allocation would take the machine's memory: not here.
+  if (fs.f_blocks == 0) {
+    WARN("/dev/shm has no size limit; nothing to refuse");
+    return;
+  }
+  const ShmGuard guard;
+  SegmentSpec spec = small_spec(guard.name());
+  spec.caps.ring_slots = 4096;
+  spec.caps.symbol_reason_cap = 1048576;  // 16 MiB a slot, three copies of 4,096 slots and more
+  const uint64_t bytes = p35::compute_layout(spec.caps).end;
+  REQUIRE(bytes > uint64_t{fs.f_blocks} * fs.f_frsize);
+  std::string error;
+  try {
+    const Segment seg = Segment::open_or_create(spec);
+  } catch (const ShmError& e) {
+    error = e.what();
+  }
+  CHECK_THAT(error, Contains("Failed to allocate " + std::to_string(bytes) + " bytes"));
+  CHECK_THAT(error, Contains("/dev/shm"));
+  CHECK(::access(guard.path().c_str(), F_OK) != 0);
   CHECK(p35::test::init_leftovers(guard.name()).empty());
 }
 
