@@ -260,6 +260,26 @@ TEST_CASE("a segment larger than /dev/shm is refused at creation, with its size,
   CHECK(p35::test::init_leftovers(guard.name()).empty());
 }
 
+TEST_CASE("a foreign sparse file in the segment's place is refused before any page is mapped in",
+          "[shm]") {
+  const ShmGuard guard;
+  // 1 GiB that is almost all hole: mapping it page by page would allocate all of it.
+  p35::test::write_file(guard.path(), p35::test::random_bytes(4096, 7));
+  REQUIRE(::truncate(guard.path().c_str(), off_t{1} << 30) == 0);
+  REQUIRE(::chmod(guard.path().c_str(), 0600) == 0);  // passes the owner and mode check: mapped
+  std::string error;
+  try {
+    const Segment seg = Segment::open_or_create(small_spec(guard.name()));
+  } catch (const ShmError& e) {
+    error = e.what();
+  }
+  CHECK_FALSE(error.empty());
+  struct stat st {};
+  REQUIRE(::stat(guard.path().c_str(), &st) == 0);
+  CHECK(st.st_size == off_t{1} << 30);
+  CHECK(st.st_blocks * 512 <= 64 * 1024);  // still the 4 KiB written (and nothing else)
+}
+
 // --- (2) refusals ----------------------------------------------------------------------------
 
 TEST_CASE("a segment of another version, size, owner or capacity is refused, untouched, with a fix",
