@@ -174,13 +174,13 @@ bool try_create(const SegmentSpec& spec, const shm::SectionOffsets& off) {
   int fd = ::open(tmp_path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
   if (fd < 0) throw ShmError(fmt::format("Failed to create {}: {}", tmp_path, errno_text()));
   const auto cleanup = [&] { ::close(fd); ::unlink(tmp_path.c_str()); };
-  if (::fchmod(fd, 0600) != 0 || ::ftruncate(fd, static_cast<off_t>(off.end)) != 0) {
+  if (::fchmod(fd, 0600) != 0) {
     const auto why = errno_text();
     cleanup();
-    throw ShmError(fmt::format("Failed to size {} to {} bytes: {}", tmp_path, off.end, why));
+    throw ShmError(fmt::format("Failed to set the mode of {} to 0600: {}", tmp_path, why));
   }
-  // Every page is allocated now, not on first touch: a /dev/shm too small for the segment is an
-  // error here, at start, instead of a SIGBUS in the middle of a batch once tmpfs runs out.
+  // Sized and every page allocated now, not on first touch: a /dev/shm too small for the segment
+  // is an error here, at start, instead of a SIGBUS in the middle of a batch once tmpfs runs out.
   if (const int err = ::posix_fallocate(fd, 0, static_cast<off_t>(off.end)); err != 0) {
     cleanup();
     throw ShmError(fmt::format("Failed to allocate {} bytes for {} in /dev/shm: {} (see `df -h "

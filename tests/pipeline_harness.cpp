@@ -1,7 +1,6 @@
 // Integration-test harness: the three real stages, drains, loadgen runs and bucket comparison.
 #include "pipeline_harness.hpp"
 
-#include <dirent.h>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <hiredis/hiredis.h>
@@ -15,9 +14,9 @@
 #include <random>
 #include <sstream>
 #include <stdexcept>
-#include <string_view>
 
 #include "keys.hpp"
+#include "shm_test_util.hpp"
 #include "stream_id.hpp"
 
 namespace p35::test {
@@ -120,13 +119,7 @@ Pipeline::~Pipeline() {
   remove_segment();
   // A stage killed while it created the segment leaves "<name>.init.<pid>", allocated in full;
   // the stages remove those only when they create a segment of the same name again.
-  const std::string prefix = opt_.shm_name + ".init.";
-  if (DIR* d = ::opendir("/dev/shm")) {
-    while (const dirent* e = ::readdir(d))
-      if (std::string_view(e->d_name).substr(0, prefix.size()) == prefix)
-        ::unlinkat(::dirfd(d), e->d_name, 0);
-    ::closedir(d);
-  }
+  for (const auto& f : init_leftovers(opt_.shm_name)) ::unlink(("/dev/shm/" + f).c_str());
 }
 
 void Pipeline::remove_segment() { ::unlink(("/dev/shm/" + opt_.shm_name).c_str()); }
