@@ -4,6 +4,14 @@
 # operator queries. Stops everything it started on exit. Usage: scripts/demo.sh [seconds]
 set -euo pipefail
 
+# Root is needed to install missing packages. A user with sudo gets it here, once, keeping the
+# P35_* and sanitizer settings of the environment; root, or a machine without sudo, runs as is.
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then
+  keep=()
+  while IFS= read -r v; do keep+=("$v"); done < <(env | grep -E '^(P35_[A-Z0-9_]*|UBSAN_OPTIONS|ASAN_OPTIONS)=' || true)
+  exec sudo -- env "${keep[@]}" bash "${BASH_SOURCE[0]}" "$@"
+fi
+
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${P35_BUILD_DIR:-$here/build}"
 seconds="${1:-20}"

@@ -1,9 +1,17 @@
 #!/usr/bin/env bash
-# Sets up a fresh Debian 12 machine (as root) and runs every test: installs the packages, builds
-# with meson and runs `meson test`, then the same suite under ASan + UBSan, every fuzz target for a
-# few seconds, and the units under a real systemd; any failure fails the script. Ends with
-# `tests: N passed, M failed`.
+# Sets up a fresh Debian 12 machine and runs every test (as root; a user with sudo is escalated):
+# installs the packages, builds with meson and runs `meson test`, then the same suite under ASan +
+# UBSan, every fuzz target for a few seconds, and the units under a real systemd; any failure fails
+# the script. Ends with `tests: N passed, M failed`.
 set -euo pipefail
+
+# Root is needed (packages; the systemd test). A user with sudo gets it here, once, keeping the
+# P35_* and sanitizer settings of the environment; root, or a machine without sudo, runs as is.
+if [ "$(id -u)" -ne 0 ] && command -v sudo >/dev/null 2>&1; then
+  keep=()
+  while IFS= read -r v; do keep+=("$v"); done < <(env | grep -E '^(P35_[A-Z0-9_]*|UBSAN_OPTIONS|ASAN_OPTIONS)=' || true)
+  exec sudo -- env "${keep[@]}" bash "${BASH_SOURCE[0]}" "$@"
+fi
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 build="${P35_BUILD_DIR:-$here/build}"
