@@ -7,6 +7,7 @@
 #include <string>
 #include <thread>
 
+#include "config.hpp"
 #include "daemon.hpp"
 #include "inspect.hpp"
 #include "shm.hpp"
@@ -24,12 +25,29 @@ int run_once(const std::string& name, const std::string& format, int window_minu
     std::fflush(stdout);
     return EXIT_SUCCESS;
   } catch (const p35::ShmError& e) {
-    if (format == "json")
+    if (format == "json") {
       std::fputs(p35::inspect::render_json_error(e.what()).c_str(), stdout);
-    else
+    } else {
+      // An exporter still gets p35_up 0 to alert on; the reason goes to stderr (the journal).
+      if (format == "prometheus") std::fputs(p35::inspect::render_prometheus_down(name).c_str(), stdout);
       std::fprintf(stderr, "p35-shm: %s\n", e.what());
+    }
+    std::fflush(stdout);
     return EXIT_FAILURE;
   }
+}
+
+// The segment name as the stages find it: --shm-name, else P35_SHM_NAME from the environment,
+// else from --env-file (the stages' precedence), else the default. Throws ConfigError for an
+// unreadable or malformed env file.
+std::string segment_name(const cxxopts::ParseResult& r) {
+  if (r.count("shm-name") != 0) return r["shm-name"].as<std::string>();
+  if (const char* v = std::getenv("P35_SHM_NAME")) return v;
+  if (r.count("env-file") != 0) {
+    const auto file = p35::read_env_file(r["env-file"].as<std::string>());
+    if (const auto it = file.find("P35_SHM_NAME"); it != file.end()) return it->second;
+  }
+  return p35::Config{}.shm_name;
 }
 
 }  // namespace
@@ -40,8 +58,10 @@ int main(int argc, char** argv) {
                         "heartbeat, state), watermarks and lags, ring occupancy, per-minute "
                         "decisions, top reasons, totals. Maps the segment read-only.");
   opts.add_options()
-      ("shm-name", "segment name under /dev/shm (P35_SHM_NAME)",
-       cxxopts::value<std::string>()->default_value(std::getenv("P35_SHM_NAME") ? std::getenv("P35_SHM_NAME") : "quantum-p35"))
+      ("shm-name", "segment name under /dev/shm (default: P35_SHM_NAME from the environment, "
+                   "then from --env-file, then quantum-p35)", cxxopts::value<std::string>())
+      ("env-file", "read P35_SHM_NAME from FILE (KEY=VALUE lines, as the stages' "
+                   "/etc/quantum/p35-decision-intelligence.env)", cxxopts::value<std::string>())
       ("json", "print JSON instead of text")
       ("prometheus", "print the Prometheus text exposition format")
       ("window", "minutes of the top-reasons window", cxxopts::value<int>()->default_value("5"))
@@ -59,7 +79,7 @@ int main(int argc, char** argv) {
       return EXIT_SUCCESS;
     }
     const std::string format = r.count("json") ? "json" : r.count("prometheus") ? "prometheus" : "text";
-    const std::string name = r["shm-name"].as<std::string>();
+    const std::string name = segment_name(r);
     const int window = r["window"].as<int>();
     if (window < 1 || window > 60) {
       std::fprintf(stderr, "p35-shm: --window must be 1..60 minutes\n");
@@ -75,6 +95,9 @@ int main(int argc, char** argv) {
     }
     return EXIT_SUCCESS;
   } catch (const cxxopts::exceptions::exception& e) {
+    std::fprintf(stderr, "p35-shm: %s\n", e.what());
+    return 2;
+  } catch (const p35::ConfigError& e) {
     std::fprintf(stderr, "p35-shm: %s\n", e.what());
     return 2;
   }
