@@ -3,6 +3,7 @@
 // segments it must refuse (another layout version, bad magic, wrong size, a FIFO or a symlink in
 // its place) with an explanation and a non-zero exit, promptly, never a crash.
 #include <catch2/catch.hpp>
+#include <dirent.h>
 #include <fcntl.h>
 #include <fmt/format.h>
 #include <signal.h>
@@ -81,6 +82,17 @@ ShmRun run_shm(const std::string& out_path, const std::vector<std::string>& args
   const auto st = p.wait_exit(deadline_ms);
   if (!st) throw std::runtime_error("p35-shm did not finish within " + std::to_string(deadline_ms) + " ms");
   return {*st, read_file(out_path)};
+}
+
+// Files in `dir` named like p35-shm --output's temporary files.
+std::vector<std::string> leftover_temporaries(const std::string& dir) {
+  std::vector<std::string> found;
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) throw std::runtime_error("cannot list " + dir);
+  while (const dirent* e = ::readdir(d))
+    if (std::string(e->d_name).find(".tmp.") != std::string::npos) found.emplace_back(e->d_name);
+  ::closedir(d);
+  return found;
 }
 
 // A Prometheus label value as the exposition format escapes it.
@@ -600,4 +612,39 @@ TEST_CASE("p35-shm finds the segment by P35_SHM_NAME in --env-file, as the stage
   INFO(bad.output);
   CHECK(bad.status.exited_with(2));
   CHECK_THAT(bad.output, Catch::Contains(env_file + ":1: malformed line"));
+}
+
+TEST_CASE("p35-shm --output replaces a textfile atomically, with p35_up 0 when the segment is gone",
+          "[inspect][shm]") {
+  ShmGuard guard;
+  TempDir tmp;
+  { auto seg = Segment::open_or_create(small_spec(guard.name())); }
+  const std::string prom = tmp.file("quantum-p35.prom");
+  std::ofstream(prom) << std::string(100000, 'x');  // an older, longer file to replace whole
+  struct stat before {};
+  REQUIRE(::stat(prom.c_str(), &before) == 0);
+  const auto written = run_shm(tmp.file("out.log"), {"--prometheus", "--shm-name", guard.name(), "--output", prom});
+  INFO(written.output);
+  CHECK(written.status.exited_with(0));
+  CHECK(written.output.empty());  // nothing on stdout or stderr
+  const std::string text = read_file(prom);
+  CHECK_THAT(text, Catch::StartsWith("# HELP p35_build_info"));
+  CHECK_THAT(text, Catch::Contains("p35_up{segment=\"" + guard.name() + "\"} 1\n"));
+  CHECK(text.find("xxxxxxxx") == std::string::npos);
+  struct stat after {};
+  REQUIRE(::stat(prom.c_str(), &after) == 0);
+  CHECK(after.st_ino != before.st_ino);  // renamed into place, not rewritten in place
+  CHECK((after.st_mode & 0777) == 0644);  // node_exporter reads it as another user
+  CHECK(leftover_temporaries(prom.substr(0, prom.rfind('/'))).empty());
+
+  guard.remove();
+  const auto down = run_shm(tmp.file("out.log"), {"--prometheus", "--shm-name", guard.name(), "--output", prom});
+  CHECK(down.status.exited_with(1));
+  CHECK_THAT(down.output, Catch::Contains("Failed to open " + guard.path()));
+  CHECK_THAT(read_file(prom), Catch::Contains("p35_up{segment=\"" + guard.name() + "\"} 0\n"));
+
+  const auto unwritable = run_shm(tmp.file("out.log"),
+                                  {"--prometheus", "--shm-name", guard.name(), "--output", "/proc/p35/x.prom"});
+  CHECK(unwritable.status.exited_with(3));
+  CHECK_THAT(unwritable.output, Catch::Contains("Failed to create /proc/p35/.x.prom.tmp."));
 }
