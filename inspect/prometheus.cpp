@@ -10,9 +10,9 @@ namespace p35::inspect {
 namespace {
 
 // Stage states in shm::StageState order (state_name() in shm.cpp spells them the same).
-constexpr const char* kStateNames[] = {"stopped",      "starting",     "running",
+constexpr const char* kStateNames[] = {"stopped",       "starting",     "running",
                                        "waiting-redis", "backpressure", "draining"};
-// Overflow totals (shm::TotalId kOverflowReason..kOverflowString) by the table that overflowed.
+// Overflow totals (shm::Total kOverflowReason..kOverflowString) by the table that overflowed.
 constexpr const char* kOverflowTables[] = {"reason", "symbol_reason", "unknown", "string"};
 // Reasons below this share of the window's decisions are not exported: a flood of never-repeating
 // exchange errors would otherwise make a new series per scrape.
@@ -24,18 +24,25 @@ std::string label_escape(std::string_view s) {
   std::string out;
   for (size_t i = 0; i < s.size();) {
     const size_t n = utf8_char_bytes(s, i);
-    if (s[i] == '\\') out += "\\\\";
-    else if (s[i] == '"') out += "\\\"";
-    else if (s[i] == '\n') out += "\\n";
-    else if (n == 0) out += "\xEF\xBF\xBD";
-    else out.append(s.substr(i, n));
+    if (s[i] == '\\')
+      out += "\\\\";
+    else if (s[i] == '"')
+      out += "\\\"";
+    else if (s[i] == '\n')
+      out += "\\n";
+    else if (n == 0)
+      out += "\xEF\xBF\xBD";
+    else
+      out.append(s.substr(i, n));
     i += n == 0 ? 1 : n;
   }
   return out;
 }
 
 // Unix milliseconds (or a difference of them) as seconds, exact to the millisecond.
-std::string seconds(int64_t ms) { return fmt::format("{:.3f}", static_cast<double>(ms) / 1000.0); }
+std::string seconds(int64_t ms) {
+  return fmt::format("{:.3f}", static_cast<double>(ms) / 1000.0);
+}
 
 // Accumulates one family at a time: HELP and TYPE, then its samples, each with the segment label.
 class Exposition {
@@ -47,7 +54,8 @@ class Exposition {
   }
   // `labels`: further labels, already escaped, as `a="x",b="y"` (may be empty).
   void sample(std::string_view name, std::string_view labels, std::string_view value) {
-    out_ += fmt::format("{}{{{}{}{}}} {}\n", name, segment_, labels.empty() ? "" : ",", labels, value);
+    out_ +=
+        fmt::format("{}{{{}{}{}}} {}\n", name, segment_, labels.empty() ? "" : ",", labels, value);
   }
   void sample(std::string_view name, std::string_view labels, uint64_t value) {
     sample(name, labels, std::string_view(std::to_string(value)));
@@ -59,11 +67,14 @@ class Exposition {
   std::string out_;
 };
 
-std::string stage_label(const StageView& st) { return fmt::format("stage=\"{}\"", st.name); }
+std::string stage_label(const StageView& st) {
+  return fmt::format("stage=\"{}\"", st.name);
+}
 
 void build_info(std::string& out) {
-  out += "# HELP p35_build_info The p35-shm build that wrote these metrics; always 1.\n"
-         "# TYPE p35_build_info gauge\n";
+  out +=
+      "# HELP p35_build_info The p35-shm build that wrote these metrics; always 1.\n"
+      "# TYPE p35_build_info gauge\n";
   out += fmt::format("p35_build_info{{version=\"{}\"}} 1\n", label_escape(P35_VERSION));
 }
 
@@ -75,15 +86,17 @@ void up(Exposition& e, int value) {
 void stage_liveness(Exposition& e, const Snapshot& s) {
   e.family("p35_stage_up", "gauge", "Whether the process recorded for the stage is alive.");
   for (const auto& st : s.stages) e.sample("p35_stage_up", stage_label(st), st.alive ? 1 : 0);
-  e.family("p35_stage_state", "gauge",
-           "The state a live stage reports, one sample per state (1: current); none for a dead stage.");
+  e.family(
+      "p35_stage_state", "gauge",
+      "The state a live stage reports, one sample per state (1: current); none for a dead stage.");
   for (const auto& st : s.stages) {
     if (!st.alive) continue;
     for (uint32_t k = 0; k < std::size(kStateNames); ++k)
       e.sample("p35_stage_state", fmt::format("{},state=\"{}\"", stage_label(st), kStateNames[k]),
                st.state_code == k ? 1 : 0);
   }
-  e.family("p35_stage_starts_total", "counter", "Processes that attached to the segment as the stage.");
+  e.family("p35_stage_starts_total", "counter",
+           "Processes that attached to the segment as the stage.");
   for (const auto& st : s.stages) e.sample("p35_stage_starts_total", stage_label(st), st.starts);
 }
 
@@ -103,8 +116,8 @@ void stage_counter(Exposition& e, const Snapshot& s, std::string_view name, std:
 
 void stages(Exposition& e, const Snapshot& s) {
   stage_liveness(e, s);
-  stage_times(e, s, "p35_stage_start_timestamp_seconds", "When the stage's process attached (Unix time).",
-              &StageView::start_unix_ms);
+  stage_times(e, s, "p35_stage_start_timestamp_seconds",
+              "When the stage's process attached (Unix time).", &StageView::start_unix_ms);
   stage_times(e, s, "p35_stage_heartbeat_timestamp_seconds",
               "The stage's last heartbeat (Unix time); idle stages beat at least every 5 s.",
               &StageView::heartbeat_unix_ms);
@@ -132,10 +145,12 @@ void stage_specific(Exposition& e, const Snapshot& s) {
   one("p35_ingest_group_recreations_total", "Times ingest re-created a vanished consumer group.",
       ingest.conflicts);
   one("p35_rollup_marker_conflicts_total",
-      "Commits refused because the marker in Redis was not the expected one.", s.stages.at(1).conflicts);
+      "Commits refused because the marker in Redis was not the expected one.",
+      s.stages.at(1).conflicts);
   one("p35_ackd_acked_entries_total", "Stream IDs ackd acknowledged (XACK).", s.stages.at(2).acked);
   one("p35_rollup_commits_total", "Commits rollup applied to Redis.", s.commits);
-  e.family("p35_rollup_last_commit_timestamp_seconds", "gauge", "When rollup last committed (Unix time).");
+  e.family("p35_rollup_last_commit_timestamp_seconds", "gauge",
+           "When rollup last committed (Unix time).");
   if (s.last_commit_unix_ms != 0)
     e.sample("p35_rollup_last_commit_timestamp_seconds", "", seconds(s.last_commit_unix_ms));
 }
@@ -148,9 +163,10 @@ void totals(Exposition& e, const Snapshot& s) {
   e.sample("p35_messages_trimmed_total", "", s.totals[shm::kTrimmed]);
   e.family("p35_messages_late_total", "counter", "Messages counted into the late lane.");
   e.sample("p35_messages_late_total", "", s.totals[shm::kLate]);
-  e.family("p35_overflow_total", "counter",
-           "Counts that went to a full table's __overflow__ entry; string: strings the string table "
-           "could not hold.");
+  e.family(
+      "p35_overflow_total", "counter",
+      "Counts that went to a full table's __overflow__ entry; string: strings the string table "
+      "could not hold.");
   for (uint32_t k = 0; k < std::size(kOverflowTables); ++k)
     e.sample("p35_overflow_total", fmt::format("table=\"{}\"", kOverflowTables[k]),
              s.totals[shm::kOverflowReason + k]);
@@ -224,7 +240,8 @@ std::string render_prometheus(const Snapshot& s) {
   build_info(out);
   Exposition e(s.name);
   up(e, 1);
-  e.family("p35_segment_created_timestamp_seconds", "gauge", "When the segment was created (Unix time).");
+  e.family("p35_segment_created_timestamp_seconds", "gauge",
+           "When the segment was created (Unix time).");
   e.sample("p35_segment_created_timestamp_seconds", "", seconds(s.created_unix_ms));
   stages(e, s);
   stage_specific(e, s);

@@ -2,7 +2,6 @@
 // whose consumer groups have consumers, since the default stream is the live trading stream, and
 // writes there only with --force.
 #include <catch2/catch.hpp>
-
 #include <fstream>
 #include <sstream>
 #include <string>
@@ -32,8 +31,14 @@ LoadgenRun loadgen(RedisServer& redis, const std::string& stream, const std::str
                    const std::vector<std::string>& extra = {}) {
   const std::string log = redis.dir() + "/loadgen-" + std::to_string(::getpid()) + ".log";
   std::ofstream(log, std::ios::trunc).close();
-  std::vector<std::string> argv{env_or("P35_LOADGEN_BIN", "p35-loadgen"), "--redis-socket",
-                                redis.socket_path(), "--stream", stream, "--count", count, "--quiet"};
+  std::vector<std::string> argv{env_or("P35_LOADGEN_BIN", "p35-loadgen"),
+                                "--redis-socket",
+                                redis.socket_path(),
+                                "--stream",
+                                stream,
+                                "--count",
+                                count,
+                                "--quiet"};
   argv.insert(argv.end(), extra.begin(), extra.end());
   SpawnOptions so;
   so.log_path = log;
