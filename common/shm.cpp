@@ -470,10 +470,34 @@ Segment Segment::open_or_create(const SegmentSpec& spec, bool* created) {
   return seg;
 }
 
+namespace {
+
+// O_NOFOLLOW: /dev/shm is world-writable, so a symlink there may point anywhere; O_NONBLOCK: a
+// FIFO in the segment's place would otherwise block open() until a writer came (a hung
+// inspector or exporter). Either is refused with the reason.
+int open_readonly_fd(const std::string& path, std::string_view name) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+  if (fd < 0 && errno == ELOOP)
+    throw ShmError(fmt::format("Failed to open {}: it is a symbolic link, which is never followed "
+                               "(/dev/shm is world-writable); {}",
+                               path, removal_hint(name)));
+  if (fd < 0) throw ShmError(fmt::format("Failed to open {}: {}", path, errno_text()));
+  struct stat st {};
+  if (::fstat(fd, &st) == 0 && !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    throw ShmError(fmt::format("Failed to open {}: it is not a regular file ({}), so not a P3.5 "
+                               "segment; {}",
+                               path, S_ISFIFO(st.st_mode) ? "a FIFO" : "a device, socket or directory",
+                               removal_hint(name)));
+  }
+  return fd;
+}
+
+}  // namespace
+
 Segment Segment::open_readonly(std::string_view name) {
   const std::string path = shm_path(name);
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) throw ShmError(fmt::format("Failed to open {}: {}", path, errno_text()));
+  int fd = open_readonly_fd(path, name);
   struct stat st {};
   if (::fstat(fd, &st) != 0 || st.st_size < static_cast<off_t>(sizeof(shm::SegmentHeader))) {
     ::close(fd);

@@ -19,28 +19,16 @@ namespace {
 
 uint64_t ld(const std::atomic<uint64_t>& w) { return w.load(std::memory_order_relaxed); }
 
-constexpr const char* kDecisionNames[5] = {"EXECUTE", "SKIP", "BLOCKED", "ERROR", "UNKNOWN"};
+// Decisions of one slot (live or shadow) as MinuteView counts them: UNKNOWN sums its table.
+void add_decisions(const Segment& seg, shm::SlotHeader& s, uint64_t (&out)[5]) {
+  for (uint32_t d = 0; d < 4; ++d) out[d] += ld(s.decisions[d]);
+  for (uint32_t j = 0; j < seg.caps().unknown_cap; ++j) out[4] += ld(seg.unknowns(s)[j].count);
+  out[4] += ld(s.overflow_unknown);
+}
+
 constexpr const char* kTotalNames[shm::kTotalCount] = {
     "processed", "trimmed", "overflow_reason", "overflow_symbol_reason", "overflow_unknown",
     "overflow_string", "late"};
-
-// Bytes of the well-formed UTF-8 character at s[i] (RFC 3629), 0 if there is none.
-size_t utf8_char_bytes(std::string_view s, size_t i) {
-  const auto at = [&](size_t k) { return static_cast<unsigned char>(s[i + k]); };
-  const unsigned char c = at(0);
-  size_t n = 0;
-  if (c < 0x80) n = 1;
-  else if (c >= 0xC2 && c <= 0xDF) n = 2;
-  else if (c >= 0xE0 && c <= 0xEF) n = 3;
-  else if (c >= 0xF0 && c <= 0xF4) n = 4;
-  if (n == 0 || i + n > s.size()) return 0;
-  for (size_t k = 1; k < n; ++k)
-    if ((at(k) & 0xC0) != 0x80) return 0;
-  if ((c == 0xE0 && at(1) < 0xA0) || (c == 0xED && at(1) > 0x9F) || (c == 0xF0 && at(1) < 0x90) ||
-      (c == 0xF4 && at(1) > 0x8F))
-    return 0;  // overlong, surrogate or above U+10FFFF
-  return n;
-}
 
 // A JSON string body. Segment strings are only as trustworthy as the segment (a hostile or
 // corrupt file can hold any bytes), so ill-formed UTF-8 becomes U+FFFD: the output always parses.
@@ -111,7 +99,10 @@ StageView stage_view(const Segment& seg, shm::StageId id, int64_t now_ms) {
             (::kill(static_cast<pid_t>(v.pid), 0) == 0 || errno == EPERM);
   const int64_t heartbeat_ms = b.heartbeat_unix_ms.load();
   v.heartbeat_age_ms = heartbeat_ms == 0 ? -1 : age_ms(now_ms, heartbeat_ms);
-  v.state = v.alive ? state_name(b.state.load()) : "dead";
+  v.heartbeat_unix_ms = heartbeat_ms;
+  v.start_unix_ms = b.start_unix_ms.load();
+  v.state_code = b.state.load();
+  v.state = v.alive ? state_name(v.state_code) : "dead";
   v.starts = b.starts.load();
   v.read = ld(b.read);
   v.counted = ld(b.counted);
@@ -124,6 +115,7 @@ StageView stage_view(const Segment& seg, shm::StageId id, int64_t now_ms) {
   v.conflicts = ld(b.conflicts);
   v.batches = ld(b.batches);
   const int64_t since = b.outage_since_unix_ms.load();
+  v.outage_since_unix_ms = since;
   v.outage_ms = since == 0 ? 0 : age_ms(now_ms, since);
   return v;
 }
@@ -134,9 +126,7 @@ MinuteView minute_view(const Segment& seg, uint32_t i) {
   m.minute = s.minute.load();
   m.late = i >= seg.caps().ring_slots;
   m.messages = ld(s.messages);
-  for (uint32_t d = 0; d < 4; ++d) m.decisions[d] = ld(s.decisions[d]);
-  for (uint32_t j = 0; j < seg.caps().unknown_cap; ++j) m.decisions[4] += ld(seg.unknowns(s)[j].count);
-  m.decisions[4] += ld(s.overflow_unknown);
+  add_decisions(seg, s, m.decisions);
   m.reasons_used = ld(s.reason_used);
   m.symbol_reasons_used = ld(s.symbol_reason_used);
   m.unknown_used = ld(s.unknown_used);
@@ -146,7 +136,47 @@ MinuteView minute_view(const Segment& seg, uint32_t i) {
   return m;
 }
 
+// Reasons and decisions of the minutes (now - window, now] from rollup's committed shadow (what
+// Redis holds).
+void take_window(const Segment& seg, int window_minutes, int64_t now_ms, Snapshot& s) {
+  std::map<std::string, uint64_t> reasons;
+  for (uint32_t i = 0; i < seg.slot_count(); ++i) {
+    // Only rollup writes the side, always 0 or 1; any other value (a corrupt file) would
+    // address a shadow outside the mapping.
+    const uint64_t side = seg.slot_meta()[i].side.load();
+    if (side > 1) continue;
+    auto& sh = seg.shadow(static_cast<uint32_t>(side), i);
+    const int64_t minute = sh.minute.load();
+    if (minute == shm::kEmptyMinute || minute <= now_ms / 60000 - window_minutes) continue;
+    add_decisions(seg, sh, s.window_decisions);
+    for (uint32_t j = 0; j < seg.caps().reason_cap; ++j) {
+      const auto& e = seg.reasons(sh)[j];
+      if (const uint64_t k = ld(e.key); k != 0)
+        reasons[std::string(seg.string_at(static_cast<uint32_t>(k - 1)))] += ld(e.count);
+    }
+  }
+  s.window_minutes = window_minutes;
+  s.top_reasons = top_n(reasons, 10);
+}
+
 }  // namespace
+
+size_t utf8_char_bytes(std::string_view s, size_t i) {
+  const auto at = [&](size_t k) { return static_cast<unsigned char>(s[i + k]); };
+  const unsigned char c = at(0);
+  size_t n = 0;
+  if (c < 0x80) n = 1;
+  else if (c >= 0xC2 && c <= 0xDF) n = 2;
+  else if (c >= 0xE0 && c <= 0xEF) n = 3;
+  else if (c >= 0xF0 && c <= 0xF4) n = 4;
+  if (n == 0 || i + n > s.size()) return 0;
+  for (size_t k = 1; k < n; ++k)
+    if ((at(k) & 0xC0) != 0x80) return 0;
+  if ((c == 0xE0 && at(1) < 0xA0) || (c == 0xED && at(1) > 0x9F) || (c == 0xF0 && at(1) < 0x90) ||
+      (c == 0xF4 && at(1) > 0x8F))
+    return 0;  // overlong, surrogate or above U+10FFFF
+  return n;
+}
 
 Snapshot take(const Segment& seg, int window_minutes, int64_t now_ms) {
   Snapshot s;
@@ -169,6 +199,7 @@ Snapshot take(const Segment& seg, int window_minutes, int64_t now_ms) {
   s.journal_pending = seg.ingest().journal_count.load() != 0;
   s.commit_pending = seg.rollup().pending_state.load() != 0;
   s.commits = seg.rollup().commit_count.load();
+  s.last_commit_unix_ms = seg.rollup().last_commit_unix_ms.load();
   for (uint32_t i = 0; i < seg.slot_count(); ++i) {
     if (seg.slot(i).minute.load() == shm::kEmptyMinute) continue;
     auto m = minute_view(seg, i);
@@ -177,23 +208,7 @@ Snapshot take(const Segment& seg, int window_minutes, int64_t now_ms) {
   }
   std::sort(s.minutes.begin(), s.minutes.end(),
             [](const auto& a, const auto& b) { return a.minute < b.minute; });
-  // Top reasons of the window from rollup's committed shadow (what Redis holds).
-  std::map<std::string, uint64_t> reasons;
-  for (uint32_t i = 0; i < seg.slot_count(); ++i) {
-    // Only rollup writes the side, always 0 or 1; any other value (a corrupt file) would
-    // address a shadow outside the mapping.
-    const uint64_t side = seg.slot_meta()[i].side.load();
-    if (side > 1) continue;
-    auto& sh = seg.shadow(static_cast<uint32_t>(side), i);
-    const int64_t minute = sh.minute.load();
-    if (minute == shm::kEmptyMinute || minute <= now_ms / 60000 - window_minutes) continue;
-    for (uint32_t j = 0; j < seg.caps().reason_cap; ++j) {
-      const auto& e = seg.reasons(sh)[j];
-      if (const uint64_t k = ld(e.key); k != 0)
-        reasons[std::string(seg.string_at(static_cast<uint32_t>(k - 1)))] += ld(e.count);
-    }
-  }
-  s.top_reasons = top_n(reasons, 10);
+  take_window(seg, window_minutes, now_ms, s);
   // Strings in use: those referenced by a live slot (approximated by non-empty lengths).
   for (uint32_t i = 0; i < seg.caps().string_cap; ++i)
     if (seg.strings()[i].length.load(std::memory_order_relaxed) != 0) ++s.strings_used;
@@ -296,36 +311,6 @@ std::string render_json(const Snapshot& s) {
 
 std::string render_json_error(std::string_view message) {
   return "{\"error\":\"" + json_escape(message) + "\"}\n";
-}
-
-std::string render_prometheus(const Snapshot& s) {
-  std::string o;
-  const std::string seg = fmt::format("segment=\"{}\"", s.name);
-  o += "# HELP p35_stage_alive Whether the stage's recorded pid is alive.\n# TYPE p35_stage_alive gauge\n";
-  for (const auto& st : s.stages)
-    o += fmt::format("p35_stage_alive{{{},stage=\"{}\"}} {}\n", seg, st.name, st.alive ? 1 : 0);
-  o += "# HELP p35_stage_heartbeat_age_ms Milliseconds since the stage's last heartbeat.\n"
-       "# TYPE p35_stage_heartbeat_age_ms gauge\n";
-  for (const auto& st : s.stages)
-    o += fmt::format("p35_stage_heartbeat_age_ms{{{},stage=\"{}\"}} {}\n", seg, st.name, st.heartbeat_age_ms);
-  o += "# HELP p35_stage_waits_total Backpressure waits (ingest) or seqlock retries (rollup).\n"
-       "# TYPE p35_stage_waits_total counter\n";
-  for (const auto& st : s.stages)
-    o += fmt::format("p35_stage_waits_total{{{},stage=\"{}\"}} {}\n", seg, st.name, st.waits);
-  o += "# HELP p35_stage_redis_errors_total Failed Redis calls.\n# TYPE p35_stage_redis_errors_total counter\n";
-  for (const auto& st : s.stages)
-    o += fmt::format("p35_stage_redis_errors_total{{{},stage=\"{}\"}} {}\n", seg, st.name, st.redis_errors);
-  o += "# HELP p35_totals Counters kept by ingest (processed, trimmed, overflow...).\n# TYPE p35_totals counter\n";
-  for (uint32_t t = 0; t < shm::kTotalCount; ++t)
-    o += fmt::format("p35_totals{{{},kind=\"{}\"}} {}\n", seg, kTotalNames[t], s.totals[t]);
-  o += "# HELP p35_id_log_unacked Stream IDs counted but not yet acked.\n# TYPE p35_id_log_unacked gauge\n";
-  o += fmt::format("p35_id_log_unacked{{{}}} {}\n", seg, s.id_log_head - s.id_log_tail);
-  o += "# HELP p35_ring_slots_used Minute slots in use.\n# TYPE p35_ring_slots_used gauge\n";
-  o += fmt::format("p35_ring_slots_used{{{},lane=\"ring\"}} {}\n", seg, s.ring_used);
-  o += fmt::format("p35_ring_slots_used{{{},lane=\"late\"}} {}\n", seg, s.late_used);
-  o += "# HELP p35_commits_total Commits applied by rollup.\n# TYPE p35_commits_total counter\n";
-  o += fmt::format("p35_commits_total{{{}}} {}\n", seg, s.commits);
-  return o;
 }
 
 }  // namespace p35::inspect

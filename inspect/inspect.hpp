@@ -21,6 +21,9 @@ struct StageView {
   uint64_t read = 0, counted = 0, committed = 0, acked = 0, waits = 0, redis_errors = 0,
            outages = 0, skipped = 0, conflicts = 0, batches = 0;
   int64_t outage_ms = 0;
+  // The stage's own clock readings (Unix ms), 0 when never set: Prometheus wants timestamps.
+  int64_t start_unix_ms = 0, heartbeat_unix_ms = 0, outage_since_unix_ms = 0;
+  uint32_t state_code = 0;  // shm::StageState as stored
 };
 
 struct MinuteView {
@@ -47,8 +50,11 @@ struct Snapshot {
   uint64_t totals[shm::kTotalCount] = {};
   bool journal_pending = false, commit_pending = false;
   uint64_t commits = 0;
+  int64_t last_commit_unix_ms = 0;
   std::vector<MinuteView> minutes;  // live slots in use, oldest first
   std::vector<std::pair<std::string, uint64_t>> top_reasons;  // over the chosen window
+  int window_minutes = 0;
+  uint64_t window_decisions[5] = {0, 0, 0, 0, 0};  // committed, in the window; as MinuteView
   uint32_t ring_used = 0, late_used = 0;
   uint64_t strings_used = 0;
 };
@@ -60,6 +66,16 @@ std::string render_text(const Snapshot& s, int window_minutes);
 std::string render_json(const Snapshot& s);
 // {"error":"<message>"} with the message escaped, for a segment p35-shm cannot read.
 std::string render_json_error(std::string_view message);
+
+// The Prometheus text exposition (inspect/prometheus.cpp): p35_up 1 and the segment's families.
 std::string render_prometheus(const Snapshot& s);
+// What an exporter prints when the segment cannot be read: build info and p35_up 0.
+std::string render_prometheus_down(std::string_view segment_name);
+
+// Decision names in MinuteView::decisions order.
+inline constexpr const char* kDecisionNames[5] = {"EXECUTE", "SKIP", "BLOCKED", "ERROR", "UNKNOWN"};
+
+// Bytes of the well-formed UTF-8 character at s[i] (RFC 3629), 0 if there is none.
+size_t utf8_char_bytes(std::string_view s, size_t i);
 
 }  // namespace p35::inspect

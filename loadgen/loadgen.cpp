@@ -3,6 +3,7 @@
 #include "loadgen.hpp"
 
 #include <fmt/format.h>
+#include <hiredis/hiredis.h>
 
 #include <chrono>
 #include <cmath>
@@ -24,6 +25,42 @@ constexpr int64_t kMaxIdSkewMs = 60000;
 double seconds_since(SteadyClock::time_point start) {
   return std::chrono::duration<double>(SteadyClock::now() - start).count();
 }
+
+// One XINFO GROUPS entry (a flat name/value array): "'<name>' (N consumers)" when it has any.
+std::string group_with_consumers(const redisReply* group) {
+  std::string name;
+  long long consumers = 0;
+  for (size_t i = 0; group != nullptr && i + 1 < group->elements; i += 2) {
+    const std::string_view key = reply_str(group->element[i]);
+    const redisReply* value = group->element[i + 1];
+    if (key == "name") name = reply_str(value);
+    if (key == "consumers" && value->type == REDIS_REPLY_INTEGER) consumers = value->integer;
+  }
+  return consumers > 0 ? fmt::format("'{}' ({} consumer{})", name, consumers, consumers == 1 ? "" : "s")
+                       : std::string();
+}
+
+// Refuses a stream whose consumer groups have consumers: p35-ingest (or the first version) would
+// count the generated entries as real trade decisions.
+void refuse_consumed_stream(Connection& conn, const std::string& stream) {
+  Reply groups;
+  try {
+    groups = conn.command({"XINFO", "GROUPS", stream});
+  } catch (const RedisError& e) {
+    if (e.kind() == RedisErrorKind::Reply && e.server_message().find("no such key") != std::string::npos)
+      return;  // no stream yet: nobody reads it
+    throw;
+  }
+  std::string found;
+  for (size_t i = 0; i < groups.size(); ++i)
+    if (auto g = group_with_consumers(groups.element(i)); !g.empty())
+      found += (found.empty() ? "" : ", ") + g;
+  if (found.empty()) return;
+  throw RefusedStream(fmt::format(
+      "Refusing to write to {}: its consumer group {} would take the generated entries as real "
+      "decisions; use a test stream (--stream), or --force to write anyway",
+      stream, found));
+}
 }  // namespace
 
 int64_t wall_clock_ms() {
@@ -42,6 +79,7 @@ Loadgen::Loadgen(LoadgenOptions options, const std::atomic<bool>& stop)
 
 RunResult Loadgen::run() {
   conn_.connect();
+  if (!options_.force) refuse_consumed_stream(conn_, options_.stream);
   const auto start = SteadyClock::now();
   if (options_.rate_per_s > 0) {
     run_live();

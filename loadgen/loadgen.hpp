@@ -4,6 +4,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <vector>
 
@@ -25,6 +26,14 @@ struct LoadgenOptions {
   uint64_t maxlen = 0;  // XADD MAXLEN ~ maxlen; 0: no trimming
   RedisOptions redis;
   std::string expect_path;  // empty: no expectation kept
+  bool force = false;       // write even where consumer groups have consumers (--force)
+};
+
+// The stream has consumers that would take generated entries as real decisions (the default
+// stream is the live trading stream); p35-loadgen exits 2 unless --force.
+class RefusedStream : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
 };
 
 struct RunResult {
@@ -38,7 +47,8 @@ class Loadgen {
  public:
   // `stop` is polled between entries (set by a signal handler).
   Loadgen(LoadgenOptions options, const std::atomic<bool>& stop);
-  // Connects, writes, writes the expect file. Throws RedisError or std::runtime_error.
+  // Connects, refuses a stream with consumers unless options.force (RefusedStream), writes,
+  // writes the expect file. Throws RedisError or std::runtime_error.
   RunResult run();
   const Expectation& expectation() const { return expectation_; }
 

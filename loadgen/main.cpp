@@ -69,6 +69,8 @@ cxxopts::Options make_options() {
       ("redis-username", "ACL user (env REDIS_USERNAME)", cxxopts::value<std::string>())
       ("redis-password", "Password (env REDIS_PASSWORD)", cxxopts::value<std::string>())
       ("expect", "Write the expected bucket contents to FILE", cxxopts::value<std::string>())
+      ("force", "Write even to a stream whose consumer groups have consumers (refused by "
+                "default: they would count the entries as real decisions)")
       ("quiet", "Print nothing but errors")
       ("help", "Show this help");
   // clang-format on
@@ -151,6 +153,7 @@ p35::loadgen::LoadgenOptions to_options(const cxxopts::ParseResult& r) {
   o.maxlen = r["maxlen"].as<uint64_t>();
   o.redis = redis_options(r);
   if (r.count("expect")) o.expect_path = r["expect"].as<std::string>();
+  o.force = r.count("force") > 0;
   return o;
 }
 
@@ -187,6 +190,9 @@ int main(int argc, char** argv) {
     const auto result = loadgen.run();
     if (!quiet) report(options, result);
     return EXIT_SUCCESS;
+  } catch (const p35::loadgen::RefusedStream& e) {
+    fmt::print(stderr, "p35-loadgen: {}\n", e.what());
+    return 2;
   } catch (const std::exception& e) {
     fmt::print(stderr, "p35-loadgen: {}\n", e.what());
     return EXIT_FAILURE;

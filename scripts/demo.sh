@@ -57,7 +57,8 @@ until [ "$("${R[@]}" xpending quantum:stream:apply.result p35_decision_intel | h
 printf '== backlog counted, committed and acked in %.2f s\n' "$(echo "$(date +%s.%N) - $start" | bc 2>/dev/null || echo 0)"
 
 echo "== live traffic: 200 msg/s for $seconds s"
-"$build/loadgen/p35-loadgen" --rate 200 --duration-s "$seconds" --seed 8 --quiet &
+# --force: the demo's own stream, which the stages now consume.
+"$build/loadgen/p35-loadgen" --rate 200 --duration-s "$seconds" --seed 8 --quiet --force &
 lg=$!
 pids+=($lg)
 sleep "$((seconds / 2))"

@@ -9,6 +9,7 @@ P35_PACKAGES=(
   redis-server redis-tools
   systemd-container  # scripts/systemd_test.sh: systemd-nspawn boots the host's systemd as a container
   clang libclang-rt-14-dev llvm  # fuzz/: clang++, libclang_rt.fuzzer (-fsanitize=fuzzer), llvm-symbolizer
+  prometheus  # promtool: check metrics (test_inspect), check rules and test rules (tests/meson.build)
 )
 
 p35_install_packages() {

@@ -321,8 +321,9 @@ check_counts "backlog" "$work/expect.backlog"
 # ---- kills and restarts under live traffic ---------------------------------------------------------
 
 echo "== live traffic (2,000 msg/s for 10 s); SIGKILL each stage, hang one, restart one, stop and start the target"
+# --force: the stages now consume this (private) stream, and p35-loadgen refuses such a stream without it.
 "$loadgen" --redis-socket "$work/redis.sock" --rate 2000 --duration-s 10 --seed 12 --edge-cases \
-  --edge-fraction 0.02 --expect "$work/expect.live" --quiet &
+  --edge-fraction 0.02 --expect "$work/expect.live" --force --quiet &
 loadgen_pid=$!
 
 # `stage` runs again under a new PID (now[] is fresh from read_units).
@@ -422,7 +423,7 @@ ok "systemctl start quantum-p35.target again: all three active on the same segme
 wait "$loadgen_pid" || fail "p35-loadgen failed"
 echo "== more live traffic (2,000 msg/s for 4 s); rm /dev/shm/$shm under the running stages"
 "$loadgen" --redis-socket "$work/redis.sock" --rate 2000 --duration-s 4 --seed 13 --edge-cases \
-  --edge-fraction 0.02 --expect "$work/expect.live2" --quiet &
+  --edge-fraction 0.02 --expect "$work/expect.live2" --force --quiet &
 loadgen_pid=$!
 written="$(R XLEN "$stream")"
 more_written() { [ "$(R XLEN "$stream")" -gt $((written + 1000)) ]; }

@@ -227,8 +227,9 @@ bool wait_drained(RedisServer& redis, const PipelineOptions& opt, int timeout_ms
 
 ExitStatus run_loadgen(RedisServer& redis, const std::vector<std::string>& args,
                        const std::string& log_path) {
+  // --force: the test's own Redis, whose stream may already have the stages' consumers.
   std::vector<std::string> argv{env_or("P35_LOADGEN_BIN", "p35-loadgen"), "--redis-socket",
-                                redis.socket_path()};
+                                redis.socket_path(), "--force"};
   argv.insert(argv.end(), args.begin(), args.end());
   SpawnOptions so;
   so.log_path = log_path;

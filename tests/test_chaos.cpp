@@ -39,7 +39,7 @@ TEST_CASE("Random SIGKILLs of every stage while 200,000 messages flow lose and d
   so.log_path = redis.dir() + "/loadgen.log";
   ChildProcess loadgen({env_or("P35_LOADGEN_BIN", "p35-loadgen"), "--redis-socket", redis.socket_path(),
                         "--count", std::to_string(messages), "--rate", std::to_string(rate),
-                        "--edge-cases", "--seed", "2026", "--expect", expect, "--quiet"},
+                        "--edge-cases", "--seed", "2026", "--expect", expect, "--quiet", "--force"},
                        so);
 
   std::mt19937_64 rng(20261125);

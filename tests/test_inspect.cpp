@@ -1,8 +1,11 @@
-// Tests of p35-shm, the read-only inspector, as a real binary: --json against a live pipeline,
-// stages killed under it, and segments it must refuse (another layout version, bad magic, wrong
-// size) with an explanation and a non-zero exit, never a crash.
+// Tests of p35-shm, the read-only inspector, as a real binary: --json and --prometheus against a
+// live pipeline (the exposition checked by promtool), stages killed under it, --env-file, and
+// segments it must refuse (another layout version, bad magic, wrong size, a FIFO or a symlink in
+// its place) with an explanation and a non-zero exit, promptly, never a crash.
 #include <catch2/catch.hpp>
+#include <dirent.h>
 #include <fcntl.h>
+#include <fmt/format.h>
 #include <signal.h>
 #include <simdjson.h>
 #include <stdlib.h>
@@ -67,17 +70,64 @@ struct ShmRun {
   std::string output;  // stdout and stderr together
 };
 
-// Runs the real p35-shm with args and returns how it ended and what it printed.
-ShmRun run_shm(const std::string& out_path, const std::vector<std::string>& args) {
+// Runs the real p35-shm with args and returns how it ended and what it printed; throws when it
+// has not ended within `deadline_ms` (the child is then killed).
+ShmRun run_shm(const std::string& out_path, const std::vector<std::string>& args,
+               SpawnOptions so = {}, int deadline_ms = 20000) {
   std::vector<std::string> argv{env_or("P35_SHM_BIN", "p35-shm")};
   argv.insert(argv.end(), args.begin(), args.end());
   ::unlink(out_path.c_str());
-  SpawnOptions so;
   so.log_path = out_path;
   ChildProcess p(argv, so);
-  const auto st = p.wait_exit(20000);
-  if (!st) throw std::runtime_error("p35-shm did not finish within 20 s");
+  const auto st = p.wait_exit(deadline_ms);
+  if (!st) throw std::runtime_error("p35-shm did not finish within " + std::to_string(deadline_ms) + " ms");
   return {*st, read_file(out_path)};
+}
+
+// Files in `dir` named like p35-shm --output's temporary files.
+std::vector<std::string> leftover_temporaries(const std::string& dir) {
+  std::vector<std::string> found;
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) throw std::runtime_error("cannot list " + dir);
+  while (const dirent* e = ::readdir(d))
+    if (std::string(e->d_name).find(".tmp.") != std::string::npos) found.emplace_back(e->d_name);
+  ::closedir(d);
+  return found;
+}
+
+// A Prometheus label value as the exposition format escapes it.
+std::string label_value(const std::string& v) {
+  std::string out;
+  for (const char c : v) {
+    if (c == '\\' || c == '"') out += '\\';
+    out += c;
+  }
+  return out;
+}
+
+// The samples of an exposition: "name{labels}" -> value text (comments skipped).
+std::map<std::string, std::string> prom_samples(const std::string& text) {
+  std::map<std::string, std::string> out;
+  std::istringstream in(text);
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty() || line[0] == '#') continue;
+    const auto space = line.rfind(' ');
+    out[line.substr(0, space)] = line.substr(space + 1);
+  }
+  return out;
+}
+
+// The exit code of `promtool check metrics < file` (promtool reads the exposition from stdin);
+// what it said goes to `log`.
+int promtool_check_metrics(const std::string& file, const std::string& log) {
+  SpawnOptions so;
+  so.log_path = log;
+  ChildProcess p({"/bin/sh", "-c", "exec \"$0\" check metrics < \"$1\"",
+                  env_or("P35_PROMTOOL", "promtool"), file},
+                 so);
+  const auto st = p.wait_exit(30000);
+  if (!st) throw std::runtime_error("promtool did not finish within 30 s");
+  return st->signaled ? -1 : st->code;
 }
 
 // The parsed --json output (simdjson DOM; throws simdjson_error on invalid JSON).
@@ -180,19 +230,93 @@ void write_bytes(const std::string& path, const std::vector<uint8_t>& bytes) {
 
 // p35-shm refused the segment: it ended by exit(1), not by a signal, said `why`, and with --json
 // printed a valid {"error": ...} object saying the same.
-void require_refusal(TempDir& tmp, const std::string& shm_name, const std::string& why) {
-  const auto text = run_shm(tmp.file("refuse.txt"), {"--shm-name", shm_name});
+// Each run must end within `deadline_ms`.
+void require_refusal(TempDir& tmp, const std::string& shm_name, const std::string& why,
+                     int deadline_ms = 20000) {
+  const auto text = run_shm(tmp.file("refuse.txt"), {"--shm-name", shm_name}, {}, deadline_ms);
   INFO("p35-shm printed: " << text.output);
   CHECK_FALSE(text.status.signaled);
   CHECK(text.status.exited_with(1));
   CHECK_THAT(text.output, Catch::Contains(why));
-  const auto json = run_shm(tmp.file("refuse.json"), {"--json", "--shm-name", shm_name});
+  const auto json = run_shm(tmp.file("refuse.json"), {"--json", "--shm-name", shm_name}, {}, deadline_ms);
   INFO("p35-shm --json printed: " << json.output);
   CHECK(json.status.exited_with(1));
   Json j(json.output);
   CHECK_THAT(str(j.root["error"]), Catch::Contains(why));
-  const auto prom = run_shm(tmp.file("refuse.prom"), {"--prometheus", "--shm-name", shm_name});
+  const auto prom =
+      run_shm(tmp.file("refuse.prom"), {"--prometheus", "--shm-name", shm_name}, {}, deadline_ms);
+  INFO("p35-shm --prometheus printed: " << prom.output);
   CHECK(prom.status.exited_with(1));
+  // An exporter still has a sample to alert on.
+  CHECK_THAT(prom.output, Catch::Contains("p35_up{segment=\"" + label_value(shm_name) + "\"} 0"));
+}
+
+// Decision counts of the expectation over the minutes (now - window, now].
+std::map<std::string, long long> expected_decisions(const Expectation& e, int64_t now_minute, int window) {
+  std::map<std::string, long long> out;
+  const std::string first = minute_key(now_minute - window + 1), last = minute_key(now_minute);
+  for (const auto& [key, fields] : e.buckets) {
+    if (key < first || key > last) continue;
+    for (const auto& [field, count] : fields) {
+      if (field.rfind("decision:UNKNOWN", 0) == 0) out["UNKNOWN"] += count;
+      else if (field.rfind("decision:", 0) == 0) out[field.substr(9)] += count;
+    }
+  }
+  return out;
+}
+
+// `p35-shm --prometheus --window 60` of a drained pipeline of 3000 entries, against its --json
+// (`j`) and the generator's expectation; `minutes` are the wall minutes before and after the run.
+void check_prometheus(const std::string& text, const std::string& shm_name, const Json& j,
+                      const Expectation& e, std::pair<int64_t, int64_t> minutes) {
+  const auto samples = prom_samples(text);
+  const std::string seg = "segment=\"" + shm_name + "\"";
+  const auto value = [&](const std::string& series) {
+    const auto it = samples.find(series);
+    return it == samples.end() ? std::string("(absent)") : it->second;
+  };
+  CHECK(value("p35_build_info{version=\"" P35_VERSION "\"}") == "1");
+  CHECK(value("p35_up{" + seg + "}") == "1");
+  for (const char* name : kStageNames) {
+    const std::string stage = seg + ",stage=\"" + name + "\"";
+    CHECK(value("p35_stage_up{" + stage + "}") == "1");
+    CHECK(value("p35_stage_state{" + stage + ",state=\"running\"}") == "1");
+    CHECK(value("p35_stage_state{" + stage + ",state=\"waiting-redis\"}") == "0");
+    CHECK(value("p35_stage_starts_total{" + stage + "}") == "1");
+    CHECK(samples.count("p35_stage_heartbeat_timestamp_seconds{" + stage + "}") == 1);
+    CHECK(samples.count("p35_stage_redis_outage_start_timestamp_seconds{" + stage + "}") == 0);
+  }
+  CHECK(value("p35_messages_processed_total{" + seg + "}") == "3000");
+  CHECK(value("p35_ingest_read_entries_total{" + seg + "}") == "3000");
+  CHECK(value("p35_ackd_acked_entries_total{" + seg + "}") == "3000");
+  CHECK(value("p35_rollup_commits_total{" + seg + "}") == std::to_string(num(j.root["commits"])));
+  CHECK(value("p35_id_log_unacked{" + seg + "}") == "0");
+  CHECK(value("p35_watermark_lag_seconds{" + seg + ",watermark=\"committed\"}") == "0.000");
+  CHECK(value("p35_watermark_lag_seconds{" + seg + ",watermark=\"acked\"}") == "0.000");
+  const auto counted = StreamId::parse(str(j.root["watermarks"]["counted"]));
+  REQUIRE(counted);
+  CHECK(value("p35_watermark_timestamp_seconds{" + seg + ",watermark=\"counted\"}") ==
+        fmt::format("{:.3f}", static_cast<double>(counted->ms) / 1000.0));
+  for (const char* d : {"EXECUTE", "SKIP", "BLOCKED", "ERROR", "UNKNOWN"}) {
+    INFO("decision " << d);
+    const std::string got = value("p35_window_decisions{" + seg + ",window=\"60m\",decision=\"" + d + "\"}");
+    CHECK((got == std::to_string(expected_decisions(e, minutes.first, 60)[d]) ||
+           got == std::to_string(expected_decisions(e, minutes.second, 60)[d])));
+  }
+  CHECK_THAT(text, Catch::Contains("p35_window_reason_decisions{" + seg + ",window=\"60m\",reason=\""));
+  // The conventions: counters end in _total, no -1 sentinel, HELP and TYPE for every family.
+  std::istringstream in(text);
+  size_t types = 0, helps = 0;
+  for (std::string line; std::getline(in, line);) {
+    INFO(line);
+    CHECK_FALSE(line.ends_with(" -1"));
+    if (line.starts_with("# TYPE ")) ++types;
+    if (line.starts_with("# HELP ")) ++helps;
+    if (line.starts_with("# TYPE ") && line.ends_with(" counter"))
+      CHECK(line.substr(0, line.size() - 8).ends_with("_total"));
+  }
+  CHECK(types == helps);
+  CHECK(types >= 30);
 }
 
 }  // namespace
@@ -294,15 +418,32 @@ TEST_CASE("p35-shm --json describes a live pipeline: stages, watermarks, minutes
     }
   }
 
-  SECTION("the text and Prometheus renderings agree on the stages") {
+  SECTION("the text rendering shows the layout") {
     const auto text = run_shm(tmp.file("shm.txt"), {"--shm-name", pipe.shm_name()});
     CHECK(text.status.exited_with(0));
     CHECK_THAT(text.output, Catch::Contains("layout v" + std::to_string(shm::kLayoutVersion)));
-    const auto prom = run_shm(tmp.file("shm.prom"), {"--prometheus", "--shm-name", pipe.shm_name()});
-    CHECK(prom.status.exited_with(0));
-    for (const char* name : kStageNames)
-      CHECK_THAT(prom.output, Catch::Contains("p35_stage_alive{segment=\"" + pipe.shm_name() +
-                                              "\",stage=\"" + name + "\"} 1"));
+  }
+
+  SECTION("--prometheus: the pipeline's real counts in conventional families; promtool accepts it") {
+    const int64_t minute_before = wall_minute();
+    const std::string prom_file = tmp.file("shm.prom");
+    const auto prom = run_shm(prom_file, {"--prometheus", "--window", "60", "--shm-name", pipe.shm_name()});
+    const int64_t minute_end = wall_minute();
+    INFO(prom.output);
+    REQUIRE(prom.status.exited_with(0));
+    check_prometheus(prom.output, pipe.shm_name(), j, e, {minute_before, minute_end});
+    const std::string log = tmp.file("promtool.log");
+    CHECK(promtool_check_metrics(prom_file, log) == 0);
+    INFO("promtool: " << read_file(log));
+    // The control: the same check fails on what this exporter printed before (a counter without
+    // _total, milliseconds), so a passing check means something.
+    const std::string old_file = tmp.file("old.prom");
+    std::ofstream(old_file) << "# HELP p35_totals Counters.\n# TYPE p35_totals counter\n"
+                               "p35_totals{kind=\"processed\"} 3000\n"
+                               "# HELP p35_stage_heartbeat_age_ms Age.\n"
+                               "# TYPE p35_stage_heartbeat_age_ms gauge\n"
+                               "p35_stage_heartbeat_age_ms{stage=\"ingest\"} -1\n";
+    CHECK(promtool_check_metrics(old_file, log) != 0);
   }
 }
 
@@ -358,8 +499,11 @@ TEST_CASE("p35-shm shows killed stages as dead and still reads the segment they 
   CHECK(text.status.exited_with(0));
   CHECK_THAT(text.output, Catch::Contains("dead"));
   const auto prom = run_shm(tmp.file("shm.prom"), {"--prometheus", "--shm-name", pipe.shm_name()});
-  CHECK_THAT(prom.output, Catch::Contains("p35_stage_alive{segment=\"" + pipe.shm_name() +
-                                          "\",stage=\"ingest\"} 0"));
+  CHECK(prom.status.exited_with(0));
+  const std::string ingest = "segment=\"" + pipe.shm_name() + "\",stage=\"ingest\"";
+  CHECK_THAT(prom.output, Catch::Contains("p35_stage_up{" + ingest + "} 0"));
+  CHECK_THAT(prom.output, !Catch::Contains("p35_stage_state{" + ingest));  // a dead stage has none
+  CHECK_THAT(prom.output, Catch::Contains("p35_up{segment=\"" + pipe.shm_name() + "\"} 1"));
 }
 
 TEST_CASE("p35-shm refuses a segment of another layout version, says why and how to fix it",
@@ -423,7 +567,84 @@ TEST_CASE("p35-shm explains every other segment it cannot read and never crashes
       for (const std::string& why : c.says) require_refusal(tmp, guard.name(), why);
     }
   }
+  SECTION("a FIFO in the segment's place: refused at once (opening it would wait for a writer)") {
+    REQUIRE(::mkfifo(guard.path().c_str(), 0600) == 0);
+    require_refusal(tmp, guard.name(), "it is not a regular file (a FIFO)", 5000);
+  }
+  SECTION("a symlink in the segment's place is not followed, even to a real segment") {
+    ShmGuard target;
+    { auto seg = Segment::open_or_create(small_spec(target.name())); }
+    REQUIRE(::symlink(target.path().c_str(), guard.path().c_str()) == 0);
+    require_refusal(tmp, guard.name(), "it is a symbolic link, which is never followed");
+  }
   SECTION("a name with JSON metacharacters still gives valid --json") {
     require_refusal(tmp, "no\"such\\segment", "Failed to open");
   }
+}
+
+TEST_CASE("p35-shm finds the segment by P35_SHM_NAME in --env-file, as the stages do",
+          "[inspect][shm][config]") {
+  ShmGuard guard;
+  TempDir tmp;
+  { auto seg = Segment::open_or_create(small_spec(guard.name())); }
+  const std::string env_file = tmp.file("p35.env");
+  std::ofstream(env_file) << "# as /etc/quantum/p35-decision-intelligence.env\nREDIS_HOST=127.0.0.1\n"
+                          << "export P35_SHM_NAME=\"" << guard.name() << "\"\n";
+  SpawnOptions no_env;
+  no_env.unset_env = {"P35_SHM_NAME"};
+
+  const auto run = run_shm(tmp.file("env.json"), {"--json", "--env-file", env_file}, no_env);
+  INFO(run.output);
+  CHECK(run.status.exited_with(0));
+  CHECK(str(Json(run.output).root["segment"]["name"]) == guard.name());
+
+  // The stages' precedence: the environment over the file, the flag over both.
+  SpawnOptions other_env;
+  other_env.env["P35_SHM_NAME"] = "p35test-no-such-segment";
+  const auto env_wins = run_shm(tmp.file("env2.json"), {"--json", "--env-file", env_file}, other_env);
+  CHECK_THAT(env_wins.output, Catch::Contains("/dev/shm/p35test-no-such-segment"));
+  const auto flag_wins = run_shm(tmp.file("env3.json"),
+                                 {"--json", "--env-file", env_file, "--shm-name", guard.name()}, other_env);
+  CHECK(flag_wins.status.exited_with(0));
+
+  std::ofstream(env_file, std::ios::trunc) << "P35_SHM_NAME\n";
+  const auto bad = run_shm(tmp.file("bad.txt"), {"--env-file", env_file}, no_env);
+  INFO(bad.output);
+  CHECK(bad.status.exited_with(2));
+  CHECK_THAT(bad.output, Catch::Contains(env_file + ":1: malformed line"));
+}
+
+TEST_CASE("p35-shm --output replaces a textfile atomically, with p35_up 0 when the segment is gone",
+          "[inspect][shm]") {
+  ShmGuard guard;
+  TempDir tmp;
+  { auto seg = Segment::open_or_create(small_spec(guard.name())); }
+  const std::string prom = tmp.file("quantum-p35.prom");
+  std::ofstream(prom) << std::string(100000, 'x');  // an older, longer file to replace whole
+  struct stat before {};
+  REQUIRE(::stat(prom.c_str(), &before) == 0);
+  const auto written = run_shm(tmp.file("out.log"), {"--prometheus", "--shm-name", guard.name(), "--output", prom});
+  INFO(written.output);
+  CHECK(written.status.exited_with(0));
+  CHECK(written.output.empty());  // nothing on stdout or stderr
+  const std::string text = read_file(prom);
+  CHECK_THAT(text, Catch::StartsWith("# HELP p35_build_info"));
+  CHECK_THAT(text, Catch::Contains("p35_up{segment=\"" + guard.name() + "\"} 1\n"));
+  CHECK(text.find("xxxxxxxx") == std::string::npos);
+  struct stat after {};
+  REQUIRE(::stat(prom.c_str(), &after) == 0);
+  CHECK(after.st_ino != before.st_ino);  // renamed into place, not rewritten in place
+  CHECK((after.st_mode & 0777) == 0644);  // node_exporter reads it as another user
+  CHECK(leftover_temporaries(prom.substr(0, prom.rfind('/'))).empty());
+
+  guard.remove();
+  const auto down = run_shm(tmp.file("out.log"), {"--prometheus", "--shm-name", guard.name(), "--output", prom});
+  CHECK(down.status.exited_with(1));
+  CHECK_THAT(down.output, Catch::Contains("Failed to open " + guard.path()));
+  CHECK_THAT(read_file(prom), Catch::Contains("p35_up{segment=\"" + guard.name() + "\"} 0\n"));
+
+  const auto unwritable = run_shm(tmp.file("out.log"),
+                                  {"--prometheus", "--shm-name", guard.name(), "--output", "/proc/p35/x.prom"});
+  CHECK(unwritable.status.exited_with(3));
+  CHECK_THAT(unwritable.output, Catch::Contains("Failed to create /proc/p35/.x.prom.tmp."));
 }

@@ -91,8 +91,9 @@ std::vector<std::string> check_exact(BenchContext& ctx, const test::PipelineOpti
 }
 
 ChildProcess spawn_loadgen(BenchContext& ctx, std::vector<std::string> args) {
+  // --force: the benchmark's own Redis; the live phases write while the stages consume.
   std::vector<std::string> argv{test::env_or("P35_LOADGEN_BIN", "p35-loadgen"), "--redis-socket",
-                                ctx.redis.socket_path(), "--quiet"};
+                                ctx.redis.socket_path(), "--quiet", "--force"};
   argv.insert(argv.end(), args.begin(), args.end());
   SpawnOptions so;
   so.log_path = ctx.work_dir + "/loadgen.log";
