@@ -47,7 +47,7 @@ uint64_t Ackd::ack_committed() {
     total += end - tail;
     tail = end;
     ac.id_log_tail.store(tail, std::memory_order_release);  // ingest may reuse these entries
-    if (last > read_id(ac.acked)) publish_id(ac.acked, last);
+    if (last > own_id(ac.acked)) publish_id(ac.acked, last);
     bell_ring_if_waiting(seg_.ingest().ingest_bell, seg_.stage(shm::StageId::Ingest).state,
                          static_cast<uint32_t>(shm::StageState::Backpressure));
   }
@@ -56,6 +56,10 @@ uint64_t Ackd::ack_committed() {
 }
 
 int Ackd::run() {
+  // Before anything reads `acked`: a predecessor killed inside publish_id() left it odd (issue 14).
+  if (const auto repaired = repair_id(seg_.ackd().acked))
+    spdlog::warn("Repaired the acked watermark left half-published by the previous p35-ackd: {}",
+                 repaired->str());
   bool ready_sent = false;
   StatusLine status_line(seg_);
   const StopWakeups wakeups(&seg_.ingest().ackd_bell);
@@ -115,7 +119,7 @@ int Ackd::run() {
       spdlog::warn("Failed to ack the last committed IDs: {}", e.what());
     }
   }
-  spdlog::info("Stopped: acked up to {}", read_id(seg_.ackd().acked).str());
+  spdlog::info("Stopped: acked up to {}", own_id(seg_.ackd().acked).str());
   return EXIT_SUCCESS;
 }
 

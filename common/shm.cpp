@@ -564,24 +564,23 @@ std::string_view Segment::string_at(uint32_t id) const {
 
 void publish_id(shm::SeqId& dst, StreamId id) {
   uint64_t v = dst.lock.load(std::memory_order_relaxed);
+  // The value first: if we die below, our restart republishes it whole (repair_id).
+  dst.next.ms.store(id.ms, std::memory_order_relaxed);
+  dst.next.seq.store(id.seq, std::memory_order_relaxed);
   // Odd already: a predecessor died between its stores; stay odd until the words are whole.
-  if ((v & 1) == 0) dst.lock.store(++v, std::memory_order_relaxed);
+  if ((v & 1) == 0) dst.lock.store(++v, std::memory_order_release);  // `next` before the odd lock
   std::atomic_thread_fence(std::memory_order_release);  // odd lock visible before the words
   dst.ms.store(id.ms, std::memory_order_relaxed);
   dst.seq.store(id.seq, std::memory_order_relaxed);
   dst.lock.store(v + 1, std::memory_order_release);  // even: publishes both words
 }
 
-StreamId read_id(const shm::SeqId& src) {
-  for (;;) {
-    const uint64_t v1 = src.lock.load(std::memory_order_acquire);
-    StreamId id{src.ms.load(std::memory_order_relaxed), src.seq.load(std::memory_order_relaxed)};
-    std::atomic_thread_fence(std::memory_order_acquire);  // the words before the re-check
-    const uint64_t v2 = src.lock.load(std::memory_order_relaxed);
-    if (v1 == v2 && (v1 & 1) == 0) return id;
-    // Odd: the writer is between its stores, or died there and republishes when it restarts.
-    usleep(50);
-  }
+std::optional<StreamId> repair_id(shm::SeqId& dst) {
+  if ((dst.lock.load(std::memory_order_acquire) & 1) == 0) return std::nullopt;
+  // Odd: our predecessor died inside publish_id(), after `next` was whole; ms and seq may be torn.
+  const StreamId id = load_id(dst.next);
+  publish_id(dst, id);
+  return id;
 }
 
 std::optional<StreamId> try_read_id(const shm::SeqId& src, int attempts) {
@@ -593,6 +592,10 @@ std::optional<StreamId> try_read_id(const shm::SeqId& src, int attempts) {
     if ((v1 & 1) == 0 && src.lock.load(std::memory_order_relaxed) == v1) return id;
   }
   return std::nullopt;  // a writer died mid-publish (or is very slow): unknown for now
+}
+
+StreamId own_id(const shm::SeqId& src) {
+  return {src.ms.load(std::memory_order_relaxed), src.seq.load(std::memory_order_relaxed)};
 }
 
 StreamId load_id(const shm::IdWords& src) {

@@ -124,12 +124,19 @@ class Segment {
   uint64_t device_ = 0;
 };
 
-// Reading and publishing stream IDs through a SeqId (two-word seqlock, single writer).
+// Reading and publishing stream IDs through a SeqId (two-word seqlock, single writer). Every read
+// by another process is bounded: a writer killed between its stores leaves the lock odd until it
+// restarts, and nothing may wait for that.
 void publish_id(shm::SeqId& dst, StreamId id);
-StreamId read_id(const shm::SeqId& src);  // waits while the lock is odd (writer mid-publish)
-// read_id with a bound: nullopt after `attempts` odd or torn reads 50 us apart, i.e. when the
-// writer died between its stores and has not republished yet (for status and monitoring).
+// The writer, once at start (after taking its stage lock, before anything of its own reads dst):
+// if a predecessor died inside publish_id(), republish the value it was publishing (whole in
+// dst.next, however ms and seq were left) and return it; nullopt when the lock was even.
+std::optional<StreamId> repair_id(shm::SeqId& dst);
+// nullopt after `attempts` odd or torn reads 50 us apart, i.e. when the writer died between its
+// stores and has not restarted yet (or is stopped there): the caller does the safe thing.
 std::optional<StreamId> try_read_id(const shm::SeqId& src, int attempts = 100);
+// The writer reading its own value (nobody else stores it; only after repair_id at start).
+StreamId own_id(const shm::SeqId& src);
 StreamId load_id(const shm::IdWords& src);   // only where the writer is quiescent or is us
 void store_id(shm::IdWords& dst, StreamId id);
 

@@ -11,7 +11,7 @@ namespace p35::shm {
 
 // Bump when any struct below or the meaning of a field changes; a segment of another version is
 // refused (never reinterpreted).
-inline constexpr uint32_t kLayoutVersion = 4;
+inline constexpr uint32_t kLayoutVersion = 5;
 inline constexpr uint64_t kMagic = 0x3533505F5350414DULL;  // "MAPS_P35" little-endian
 inline constexpr size_t kCacheLine = 64;
 inline constexpr int64_t kEmptyMinute = INT64_MIN;  // slot minute of a never-used slot
@@ -63,11 +63,14 @@ struct IdWords {
 };
 
 // A stream ID published by one writer and read by others without tearing: lock is odd while the
-// writer changes the two words (a two-word seqlock).
+// writer changes the two words (a two-word seqlock). `next` holds the value being published and is
+// stored before the lock turns odd: a writer killed between its stores leaves ms and seq torn but
+// `next` whole, and its restart republishes exactly that value (repair_id in shm.hpp).
 struct alignas(kCacheLine) SeqId {
   std::atomic<uint64_t> lock;
   std::atomic<uint64_t> ms;
   std::atomic<uint64_t> seq;
+  IdWords next;
 };
 
 struct Capacities {
@@ -272,6 +275,7 @@ static_assert(sizeof(StringEntry) == 240);
 static_assert(sizeof(SlotMeta) == 16);
 static_assert(sizeof(PendingSlot) == 8);
 static_assert(sizeof(SeqId) == kCacheLine);
+static_assert(offsetof(SeqId, next) == 24);
 static_assert(offsetof(IngestControl, counted_id) % kCacheLine == 0);
 static_assert(offsetof(IngestControl, journal_count) % kCacheLine == 0);
 static_assert(offsetof(IngestControl, rollup_bell) % kCacheLine == 0);

@@ -21,6 +21,9 @@ constexpr uint64_t kOffsetMask = (uint64_t{1} << kOpShift) - 1;
 // window plus a margin for rollup's clock reading a moment earlier.
 constexpr int64_t kRecycleAgeMinutes = 62;
 constexpr size_t kMaxOpsPerEntry = 24;
+// Reads of rollup's `committed` after each batch: a live rollup holds its lock odd for a few
+// stores, a dead one until it restarts, and each batch must not wait long for that.
+constexpr int kCommittedReads = 4;
 
 uint64_t mix(uint64_t k) {  // splitmix64 finaliser: spreads ids over the table
   k ^= k >> 30;
@@ -147,8 +150,11 @@ void apply_journal(Segment& seg) {
   ic.journal_count.store(0, std::memory_order_release);  // the journal is spent
   bell_ring(ic.rollup_bell);
   // ackd has work only after rollup's next commit, which rings it; except when the whole batch was
-  // already committed (a re-read pending list), which no commit will follow.
-  if (id <= read_id(seg.rollup().committed)) bell_ring(ic.ackd_bell);
+  // already committed (a re-read pending list), which no commit will follow. Bounded: rollup
+  // killed inside publish_id() leaves `committed` odd until its restart, which rings ackd itself;
+  // until then the batch counts as not committed.
+  const std::optional<StreamId> committed = try_read_id(seg.rollup().committed, kCommittedReads);
+  if (committed && id <= *committed) bell_ring(ic.ackd_bell);
 }
 
 // --- Counter -----------------------------------------------------------------------------

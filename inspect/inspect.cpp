@@ -67,19 +67,11 @@ std::string minute_hhmm(int64_t minute) {
   return key ? text.substr(8) : text;
 }
 
-// read_id() waits as long as the seqlock is odd, and it stays odd until a writer that died
-// mid-publish restarts; the inspector is needed most exactly then, so it waits a few
-// milliseconds at most and then shows the words as they are.
-StreamId read_id_briefly(const shm::SeqId& src) {
-  for (int attempt = 0; attempt < 100; ++attempt) {
-    const uint64_t v1 = src.lock.load(std::memory_order_acquire);
-    const StreamId id{src.ms.load(std::memory_order_relaxed),
-                      src.seq.load(std::memory_order_relaxed)};
-    std::atomic_thread_fence(std::memory_order_acquire);  // the words before the re-check
-    if ((v1 & 1) == 0 && src.lock.load(std::memory_order_relaxed) == v1) return id;
-    ::usleep(50);
-  }
-  return {src.ms.load(std::memory_order_relaxed), src.seq.load(std::memory_order_relaxed)};
+// A watermark as its ID, or "publishing" when its writer died between publish_id()'s stores (the
+// lock stays odd until the writer restarts): the inspector is needed most exactly then, so it
+// waits a few milliseconds at most (try_read_id) and never shows torn words as an ID.
+std::string watermark_text(const std::optional<StreamId>& id) {
+  return id ? id->str() : std::string("publishing");
 }
 
 // now - then; -1 when a corrupt time makes the difference unrepresentable (signed overflow).
@@ -190,9 +182,9 @@ Snapshot take(const Segment& seg, int window_minutes, int64_t now_ms) {
   s.caps = h.caps;
   for (uint32_t i = 0; i < shm::kStageCount; ++i)
     s.stages.push_back(stage_view(seg, static_cast<shm::StageId>(i), now_ms));
-  s.counted = read_id_briefly(seg.ingest().counted_pub);
-  s.committed = read_id_briefly(seg.rollup().committed);
-  s.acked = read_id_briefly(seg.ackd().acked);
+  s.counted = try_read_id(seg.ingest().counted_pub);
+  s.committed = try_read_id(seg.rollup().committed);
+  s.acked = try_read_id(seg.ackd().acked);
   s.id_log_head = seg.ingest().id_log_head.load();
   s.id_log_tail = seg.ackd().id_log_tail.load();
   for (uint32_t t = 0; t < shm::kTotalCount; ++t) s.totals[t] = ld(seg.ingest().totals[t]);
@@ -225,8 +217,8 @@ std::string render_text(const Snapshot& s, int window_minutes) {
     o += fmt::format("          {:<7} {:<8} {:<6} {:<14} {:>7} ms {:>6} {:>6} {:>13}\n", st.name,
                      st.pid, st.alive ? "yes" : "NO", st.state, st.heartbeat_age_ms, st.starts,
                      st.waits, st.redis_errors);
-  o += fmt::format("watermark counted {}  committed {}  acked {}\n", s.counted.str(),
-                   s.committed.str(), s.acked.str());
+  o += fmt::format("watermark counted {}  committed {}  acked {}\n", watermark_text(s.counted),
+                   watermark_text(s.committed), watermark_text(s.acked));
   o += fmt::format("id log    {} unacked of {}   journal {}   commit {}   commits {}\n",
                    s.id_log_head - s.id_log_tail, s.caps.id_log_cap,
                    s.journal_pending ? "PENDING" : "clear", s.commit_pending ? "IN FLIGHT" : "clear",
@@ -281,7 +273,8 @@ std::string render_json(const Snapshot& s) {
   }
   o += "],";
   o += fmt::format("\"watermarks\":{{\"counted\":\"{}\",\"committed\":\"{}\",\"acked\":\"{}\"}},",
-                   s.counted.str(), s.committed.str(), s.acked.str());
+                   watermark_text(s.counted), watermark_text(s.committed),
+                   watermark_text(s.acked));
   o += fmt::format("\"id_log\":{{\"head\":{},\"tail\":{},\"unacked\":{}}},", s.id_log_head,
                    s.id_log_tail, s.id_log_head - s.id_log_tail);
   o += fmt::format("\"journal_pending\":{},\"commit_pending\":{},\"commits\":{},", s.journal_pending,

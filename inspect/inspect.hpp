@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -45,7 +46,8 @@ struct Snapshot {
   int64_t created_unix_ms = 0;
   shm::Capacities caps{};
   std::vector<StageView> stages;
-  StreamId counted, committed, acked;
+  // nullopt: the writer died between publish_id()'s stores (shown as "publishing").
+  std::optional<StreamId> counted, committed, acked;
   uint64_t id_log_head = 0, id_log_tail = 0;
   uint64_t totals[shm::kTotalCount] = {};
   bool journal_pending = false, commit_pending = false;

@@ -100,13 +100,7 @@ Committer::Resolution Committer::start(Connection& conn, StreamId& marker) {
   marker = StreamId::parse(r.str()).value_or(StreamId{});
   auto& rc = seg_.rollup();
   Resolution res = Resolution::NoPending;
-  if (rc.pending_state.load(std::memory_order_acquire) == 0 && !try_read_id(rc.committed)) {
-    // Our predecessor died inside publish_id() outside a pending commit: only the fresh-segment
-    // adoption below publishes there, so nothing was committed yet; publish zero and adopt again.
-    // (Inside a pending commit the resolution below republishes it.)
-    if (rc.commit_count.load(std::memory_order_relaxed) == 0) publish_id(rc.committed, StreamId{});
-    else publish_id(rc.committed, load_id(rc.pending_next));  // the last applied commit's next
-  }
+  repair();  // no-op when run() did it already
   if (rc.pending_state.load(std::memory_order_acquire) != 0) {
     const StreamId prev = load_id(rc.pending_prev), next = load_id(rc.pending_next);
     if (marker == next) {
@@ -136,6 +130,17 @@ Committer::Resolution Committer::start(Connection& conn, StreamId& marker) {
   conflict_ = "this segment committed up to " + ours.str() + " but the marker in Redis is " +
               marker.str();
   return Resolution::Conflict;
+}
+
+// A predecessor killed inside publish_id(committed) was publishing either a commit's next marker
+// (apply_pending, after Redis took the commit, pending_state still 1) or, on a fresh segment, the
+// marker ingest started from: SeqId::next holds that value whole, ms and seq may be torn.
+// Republishing it is exact without Redis; start() then resolves the pending commit as usual (the
+// marker equals its next unless Redis lost the commit, which start() reports as a conflict).
+std::optional<StreamId> Committer::repair() {
+  const std::optional<StreamId> repaired = repair_id(seg_.rollup().committed);
+  if (repaired) bell_ring(seg_.ingest().ackd_bell);  // ackd could not read it until now
+  return repaired;
 }
 
 bool Committer::read_consistent(CommitPlan& plan, uint64_t* retries) {

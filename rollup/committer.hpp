@@ -78,7 +78,10 @@ class Committer {
   // One commit of everything ingest counted since the last one. Throws RedisError when the outcome
   // is unknown (connection lost): call start() again after reconnecting to resolve it.
   Outcome commit(Connection& conn, uint64_t* retries = nullptr);
-  StreamId committed() const { return read_id(seg_.rollup().committed); }
+  // At start, before anything reads `committed`: republishes it if a predecessor died inside
+  // publish_id() (returns the value then). start() calls it too.
+  std::optional<StreamId> repair();
+  StreamId committed() const { return own_id(seg_.rollup().committed); }
   const std::string& conflict_text() const { return conflict_; }
   // The deltas of the last commit that returned Committed (for the snapshot writer's cache).
   const std::vector<MinuteDelta>& last_commit() const { return plan_.minutes; }

@@ -140,6 +140,10 @@ bool Rollup::step() {
 }
 
 int Rollup::run() {
+  // Before Redis answers: ingest and ackd read `committed` meanwhile (issue 14).
+  if (const auto repaired = committer_.repair())
+    spdlog::warn("Repaired the committed watermark left half-published by the previous "
+                 "p35-rollup: {}", repaired->str());
   const StopWakeups wakeups(&seg_.ingest().rollup_bell);
   while (!stop_requested()) {
     if (!stage_.heartbeat()) {

@@ -390,7 +390,7 @@ void StatusWriter::write(Connection& conn, bool global, const Reply* groups_repl
     return dt <= 0 ? std::string("0") : fmt::format("{:.1f}", static_cast<double>(now - before) / dt);
   };
   // Bounded reads: a stage that died between publish_id()'s stores leaves its lock odd until it
-  // restarts, and an unbounded read_id() would stall rollup (commits included) until then.
+  // restarts, and an unbounded read would stall rollup (commits included) until then.
   const auto id_text = [](const shm::SeqId& src) {
     const std::optional<StreamId> id = try_read_id(src);
     return id ? id->str() : std::string("unknown");

@@ -115,8 +115,9 @@ bool LatencyProbe::done(const ProbeRecord& p) const {
 }
 
 void LatencyProbe::poll_shm(std::vector<ProbeRecord>& ps, int64_t now_ns) {
-  const StreamId counted = read_id(seg_.ingest().counted_pub);
-  const StreamId acked = read_id(seg_.ackd().acked);
+  // Bounded reads (a stage killed mid-publish leaves its lock odd): unknown counts as not yet.
+  const StreamId counted = try_read_id(seg_.ingest().counted_pub).value_or(StreamId{});
+  const StreamId acked = try_read_id(seg_.ackd().acked).value_or(StreamId{});
   for (auto& p : ps) {
     if (p.id.is_zero()) continue;
     if (p.at_ns[kCounted] < 0 && p.id <= counted) p.at_ns[kCounted] = now_ns;
