@@ -1,6 +1,7 @@
 // p35-shm --prometheus: the snapshot in the Prometheus text exposition format, named by the
 // Prometheus conventions (counters end in _total, times are seconds or Unix timestamps in
 // seconds, one family per quantity, no sentinel values: a sample without a value is left out).
+#include <optional>
 #include <fmt/format.h>
 
 #include "inspect.hpp"
@@ -173,21 +174,24 @@ void totals(Exposition& e, const Snapshot& s) {
 }
 
 void watermarks(Exposition& e, const Snapshot& s) {
-  const std::pair<const char*, StreamId> marks[] = {
+  // A watermark whose writer is mid-publish (or died there) has no value: its sample is left out.
+  const std::pair<const char*, std::optional<StreamId>> marks[] = {
       {"counted", s.counted}, {"committed", s.committed}, {"acked", s.acked}};
+  const auto known = [](const std::optional<StreamId>& id) { return id && !id->is_zero(); };
   e.family("p35_watermark_timestamp_seconds", "gauge",
-           "Time part of the highest stream ID counted, committed to Redis, acked; absent at 0-0.");
+           "Time part of the highest stream ID counted, committed to Redis, acked; absent at 0-0 "
+           "and while its stage is publishing it.");
   for (const auto& [name, id] : marks)
-    if (id.ms != 0 || id.seq != 0)
+    if (known(id))
       e.sample("p35_watermark_timestamp_seconds", fmt::format("watermark=\"{}\"", name),
-               seconds(static_cast<int64_t>(id.ms)));
+               seconds(static_cast<int64_t>(id->ms)));
   e.family("p35_watermark_lag_seconds", "gauge",
            "How far the committed or acked watermark trails the counted one, in stream-ID time.");
   for (size_t k = 1; k < 3; ++k) {
-    const StreamId id = marks[k].second;
-    if ((id.ms == 0 && id.seq == 0) || (s.counted.ms == 0 && s.counted.seq == 0)) continue;
+    const std::optional<StreamId>& id = marks[k].second;
+    if (!known(id) || !known(s.counted)) continue;
     e.sample("p35_watermark_lag_seconds", fmt::format("watermark=\"{}\"", marks[k].first),
-             seconds(static_cast<int64_t>(s.counted.ms - id.ms)));
+             seconds(static_cast<int64_t>(s.counted->ms - id->ms)));
   }
 }
 
