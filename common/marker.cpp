@@ -42,7 +42,8 @@ void set_status(Connection& conn, const Config& cfg, std::initializer_list<std::
 // batch, ARGV[3..]: the IDs. Nothing is acked unless Redis holds the commit that counted it: the
 // segment may be ahead of a Redis that came back from an older dump. IDs are compared as digit
 // strings (length, then bytes): a Lua number would lose the precision of a large sequence part.
-const char* const kAckdScript = R"LUA(#!lua
+// allow-oom: it only reads and acks (XACK frees memory), as a plain XACK runs when Redis is full.
+const char* const kAckdScript = R"LUA(#!lua flags=allow-oom
 local function cmp(x, y)
   if #x ~= #y then return #x < #y and -1 or 1 end
   if x == y then return 0 end
@@ -55,6 +56,9 @@ local function id_le(a, b)
   local c = cmp(ams, bms)
   if c == 0 then c = cmp(aseq, bseq) end
   return c <= 0
+end
+if redis.acl_check_cmd and not redis.acl_check_cmd('XACK', KEYS[1], ARGV[1], '0-1') then
+  return redis.error_reply("NOPERM this user has no permissions to run the 'xack' command")
 end
 local m = redis.call('GET', KEYS[2])
 if not m then return redis.error_reply('P35NOMARKER ' .. KEYS[2] .. ' is missing') end
