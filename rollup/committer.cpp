@@ -51,7 +51,8 @@ for i = 2, #KEYS do
 end
 -- Check: every field to increment is absent or holds an integer HINCRBY can add to (one HMGET
 -- per hash, in pieces that unpack() can hold). Up to 18 digits: no count comes near, and the sum
--- with a delta then cannot overflow.
+-- with a delta then cannot overflow. Cost (issue 14): a backlog commit of ~935 fields went from
+-- 1.49 to 1.98 ms (medians of 10 replays), mostly the HMGET and its argument table.
 local a = 3
 for i = 2, #KEYS do
   local n = tonumber(ARGV[a + 1])
