@@ -4,6 +4,8 @@
 #include <spdlog/spdlog.h>
 
 #include "futex.hpp"
+#include "keys.hpp"
+#include "marker.hpp"
 
 namespace p35 {
 
@@ -14,7 +16,23 @@ constexpr int kIdleWaitMs = 5000;
 Ackd::Ackd(const Config& cfg, Segment& seg)
     : cfg_(cfg), seg_(seg), stage_(seg, shm::StageId::Ackd),
       conn_(RedisOptions::from_config(cfg, "p35-ackd:" + cfg.consumer)),
-      outage_("ackd", &stage_.block()), backoff_(cfg.reconnect_max_ms) {}
+      outage_("ackd", &stage_.block()), backoff_(cfg.reconnect_max_ms),
+      marker_key_(keys::marker(cfg.key_prefix, cfg.consumer)) {}
+
+// One batch through the ack script: acked only if Redis's marker covers the batch's highest ID.
+uint64_t Ackd::ack_batch(StreamId last) {
+  if (sha_.empty()) sha_ = std::string(conn_.command({"SCRIPT", "LOAD", kAckdScript}).str());
+  args_.clear();
+  args_.add("EVALSHA").add(sha_).add(2LL).add(cfg_.stream).add(marker_key_).add(cfg_.group).add(last.str());
+  for (const StreamId id : batch_) args_.add(id.str());
+  try {
+    return static_cast<uint64_t>(conn_.command(args_).integer());
+  } catch (const RedisError& e) {
+    if (e.kind() != RedisErrorKind::Reply || e.server_message().rfind("NOSCRIPT", 0) != 0) throw;
+  }
+  sha_.clear();  // Redis restarted or SCRIPT FLUSH: load it again, same batch
+  return ack_batch(last);
+}
 
 uint64_t Ackd::ack_committed() {
   auto& ac = seg_.ackd();
@@ -28,8 +46,7 @@ uint64_t Ackd::ack_committed() {
   uint64_t tail = ac.id_log_tail.load(std::memory_order_relaxed);
   uint64_t total = 0;
   while (tail < head) {
-    args_.clear();
-    args_.add("XACK").add(cfg_.stream).add(cfg_.group);
+    batch_.clear();
     uint64_t end = tail;
     StreamId last;
     // IDs are acked in log order and only up to the first one not yet committed: the log's tail
@@ -38,12 +55,17 @@ uint64_t Ackd::ack_committed() {
       const auto& e = seg_.id_log()[end % cap];
       const StreamId id{e.ms.load(std::memory_order_relaxed), e.seq.load(std::memory_order_relaxed)};
       if (id > committed) break;
-      args_.add(id.str());
+      batch_.push_back(id);
       if (id > last) last = id;
       ++end;
     }
     if (end == tail) break;
-    conn_.command(args_);
+    try {
+      ack_batch(last);
+    } catch (const RedisError& e) {
+      if (e.server_message().rfind("P35BEHIND", 0) == 0) behind_ = committed;
+      throw;
+    }
     total += end - tail;
     tail = end;
     ac.id_log_tail.store(tail, std::memory_order_release);  // ingest may reuse these entries
@@ -53,6 +75,30 @@ uint64_t Ackd::ack_committed() {
   }
   stage_.block().acked.fetch_add(total, std::memory_order_relaxed);
   return total;
+}
+
+// The ack script found Redis's marker behind what this segment committed: Redis came back with
+// less than it had. The same drop as ingest's (DESIGN §5): every stage restarts on a fresh segment.
+int Ackd::drop_segment(const std::string& said) {
+  // "P35BEHIND marker is <id>, batch reaches <id>"
+  const size_t at = said.find("marker is ");
+  const size_t comma = said.find(',', at);
+  const std::string text = at == std::string::npos ? "" : said.substr(at + 10, comma - at - 10);
+  drop_segment_behind_marker(seg_, marker_key_, "ackd", StreamId::parse(text).value_or(StreamId{}),
+                             *behind_);
+  return EXIT_FAILURE;
+}
+
+// Our marker is gone from Redis: nothing may be acked (README "When Redis fails"). Ingest and
+// rollup restore it from the segment, or wait for the operator; ackd just waits for it.
+void Ackd::wait_for_marker() {
+  if (!marker_missing_logged_)
+    spdlog::error("Failed to ack on {}: the commit marker {} is missing; acking nothing until "
+                  "ingest or rollup restores it from the segment or an operator sets it",
+                  cfg_.stream, marker_key_);
+  marker_missing_logged_ = true;
+  stage_.set_state(shm::StageState::WaitingRedis);
+  sleep_unless_stopped(watchdog_bounded_ms(backoff_.next_delay_ms()));
 }
 
 int Ackd::run() {
@@ -85,11 +131,21 @@ int Ackd::run() {
     uint64_t acked = 0;
     try {
       acked = ack_committed();
+      if (marker_missing_logged_) {
+        spdlog::info("Commit marker {} is back; acking again", marker_key_);
+        marker_missing_logged_ = false;
+        stage_.set_state(shm::StageState::Running);
+      }
       status_line.update(shm::StageId::Ackd);
       outage_.succeeded();
       backoff_.reset();
     } catch (const RedisError& e) {
       if (e.kind() == RedisErrorKind::Auth) throw;
+      if (behind_) return drop_segment(e.server_message());
+      if (e.server_message().rfind("P35NOMARKER", 0) == 0) {
+        wait_for_marker();
+        continue;
+      }
       outage_.failed("ack on " + cfg_.stream, e);
       conn_.disconnect();
       sleep_unless_stopped(backoff_.next_delay_ms());

@@ -2,6 +2,8 @@
 // advances the log's tail so ingest can reuse the space.
 #pragma once
 
+#include <optional>
+#include <string>
 #include <vector>
 
 #include "config.hpp"
@@ -19,6 +21,10 @@ class Ackd {
   uint64_t ack_committed();
 
  private:
+  uint64_t ack_batch(StreamId last);
+  int drop_segment(const std::string& said);
+  void wait_for_marker();
+
   const Config& cfg_;
   Segment& seg_;
   StageHandle stage_;
@@ -26,6 +32,11 @@ class Ackd {
   OutageTracker outage_;
   Backoff backoff_;
   CommandArgs args_;
+  std::vector<StreamId> batch_;
+  std::string marker_key_;
+  std::string sha_;
+  std::optional<StreamId> behind_;  // set when the ack script found the marker behind this
+  bool marker_missing_logged_ = false;
 };
 
 }  // namespace p35

@@ -20,6 +20,9 @@ inline std::string unknown_minute(std::string_view prefix, int64_t minute) {
 inline std::string marker(std::string_view prefix, std::string_view consumer) {
   return std::string(prefix) + "commit:" + std::string(consumer);
 }
+// Our consumers, name -> when it registered (unix s), written with the marker's creation: a
+// consumer without a marker is the first version's only if it never registered here.
+inline std::string consumers(std::string_view prefix) { return std::string(prefix) + "consumers"; }
 inline std::string status(std::string_view prefix) { return std::string(prefix) + "status"; }
 inline std::string decision_counts(std::string_view prefix, std::string_view window) {
   return std::string(prefix) + "decision:counts:" + std::string(window);

@@ -6,11 +6,13 @@
 
 #include "futex.hpp"
 #include "keys.hpp"
+#include "marker.hpp"
 
 namespace p35 {
 
 namespace {
 constexpr int kWaitSliceMs = 200;
+constexpr int kMarkerRecheckMs = 3000;  // a lost marker: how often to look for the operator's fix
 
 int64_t wall_minute() { return now_unix_ms() / 60000; }
 }  // namespace
@@ -31,7 +33,7 @@ Ingest::Ingest(const Config& cfg, Segment& seg)
                         cfg_.stream, ">"};
 }
 
-void Ingest::prepare_redis() {
+Ingest::Prepared Ingest::prepare_redis() {
   bool created = false;
   try {
     conn_.command({"XGROUP", "CREATE", cfg_.stream, cfg_.group, "0", "MKSTREAM"});
@@ -40,14 +42,28 @@ void Ingest::prepare_redis() {
     if (e.kind() != RedisErrorKind::Reply || e.server_message().rfind("BUSYGROUP", 0) != 0) throw;
   }
   // Our marker must exist before our first read (DESIGN §5.5): a consumer without one is taken
-  // for the first version, whose pending entries others ack without counting.
-  conn_.command({"SET", marker_key_, "0-0", "NX"});
+  // for the first version, whose pending entries others ack without counting. It is created
+  // together with our registration; a registered consumer without a marker lost it.
+  MarkerState st = ensure_marker(conn_, cfg_);
+  if (st.kind == MarkerState::Kind::Missing) {
+    if (!handle_missing_marker(conn_, cfg_, seg_, st, "ingest", !marker_missing_logged_)) {
+      marker_missing_logged_ = true;
+      return Prepared::MarkerMissing;
+    }
+    st = ensure_marker(conn_, cfg_);  // restored from the segment (by us or by rollup)
+  } else {
+    note_marker_ok(conn_, cfg_);
+  }
+  marker_missing_logged_ = false;
   if (!counter_.initialised_from_marker()) {
-    const Reply r = conn_.command({"GET", marker_key_});
-    const auto marker = StreamId::parse(r.str()).value_or(StreamId{});
-    counter_.initialise_from_marker(marker);
+    counter_.initialise_from_marker(st.value);
     spdlog::info("New segment: entries up to {} are already in the buckets, pending ones above "
-                 "it will be counted", marker.str());
+                 "it will be counted", st.value.str());
+  } else if (const auto committed = known_committed(); committed && st.value < *committed) {
+    // Before the pending list is read: its re-delivered IDs at or below counted_id would be taken
+    // as counted, and acked, against counts Redis no longer holds.
+    drop_segment_behind_marker(seg_, marker_key_, "ingest", st.value, *committed);
+    return Prepared::SegmentDropped;
   }
   // A group we had to create although we counted entries before belonged to a stream or group
   // that was deleted (while we ran or were stopped).
@@ -58,6 +74,17 @@ void Ingest::prepare_redis() {
   reading_pending_ = true;
   read_ahead_ = false;
   cursor_ = {};
+  return Prepared::Ready;
+}
+
+// What this segment says is in Redis: rollup's committed ID, and at least the marker ingest
+// started the segment from (rollup adopts exactly that one). A pending commit leaves committed at
+// its prev, so a marker equal to prev is not behind. nullopt: unreadable (a writer died
+// mid-publish); the ack script still acks nothing past the marker.
+std::optional<StreamId> Ingest::known_committed() const {
+  std::optional<StreamId> c = try_read_id(seg_.rollup().committed);
+  if (!c) return c;
+  return std::max(*c, load_id(seg_.ingest().init_marker));
 }
 
 int Ingest::run() {
@@ -75,10 +102,18 @@ int Ingest::run() {
       if (!conn_.connected()) {
         if (!connect_with_retry(conn_, outage_, cfg_.reconnect_max_ms, &stage_)) break;
         set_stop_socket(conn_.fd());  // SIGTERM ends a long XREADGROUP BLOCK at once
-        prepare_redis();
+        const Prepared prepared = prepare_redis();
+        if (prepared == Prepared::SegmentDropped) return EXIT_FAILURE;
         if (!ready_sent_) {
           notify_ready();
           ready_sent_ = true;
+        }
+        if (prepared == Prepared::MarkerMissing) {  // read nothing until the marker is back
+          set_stop_socket(-1);
+          conn_.disconnect();
+          stage_.set_state(shm::StageState::WaitingRedis);
+          sleep_unless_stopped(watchdog_bounded_ms(kMarkerRecheckMs));
+          continue;
         }
         stage_.set_state(shm::StageState::Running);
       }

@@ -20,7 +20,11 @@ class Ingest {
   int run();
 
  private:
-  void prepare_redis();       // group, marker, first-start watermark
+  // What a (re)connect found: ready to read, our marker lost (wait for it), or the segment dropped
+  // because Redis came back with less than it had (exit: every stage restarts on a fresh one).
+  enum class Prepared { Ready, MarkerMissing, SegmentDropped };
+  Prepared prepare_redis();   // group, marker, first-start watermark
+  std::optional<StreamId> known_committed() const;
   size_t read_once();         // one XREADGROUP and its batch; returns the entries read
   Reply read_new();           // the reply to the read ahead, or to a blocking read sent now
   void process(const redisReply* entries);
@@ -45,6 +49,7 @@ class Ingest {
   std::vector<Field> fields_;
   Normalized norm_;
   bool ready_sent_ = false;
+  bool marker_missing_logged_ = false;
   StatusLine status_line_;
 };
 

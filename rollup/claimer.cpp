@@ -20,13 +20,26 @@ constexpr int kClaimBatch = 1000;
 constexpr long long kRemoveIdleMs = 24LL * 3600 * 1000;
 
 // XACK and the matching status counter in one step: XACK returns how many IDs were still
-// pending, so two hosts acking the same IDs count each once. An ACL user without HINCRBY is
-// refused before the XACK (Redis 7 has redis.acl_check_cmd), not between the two.
+// pending, so two hosts acking the same IDs count each once. All or nothing: an ACL user without
+// HINCRBY, or a status field HINCRBY cannot add to, is refused before the XACK, not between the
+// two. KEYS: stream, status, the owner's marker, the registry; ARGV: group, status field, owner
+// ('' for entries judged by the owner's marker), IDs. With an owner, this is the first version's
+// path and it acks only while the owner still has no marker and never registered (-1: a marker
+// appeared, -2: registered, so its marker was lost: nothing acked).
 const char* const kAckScript = R"LUA(#!lua
 if redis.acl_check_cmd and not redis.acl_check_cmd('HINCRBY', KEYS[2], ARGV[2], '1') then
   return redis.error_reply("NOPERM this user has no permissions to run the 'hincrby' command")
 end
-local n = redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 3))
+local v = redis.call('HGET', KEYS[2], ARGV[2])
+if v and not ((v == '0' or string.match(v, '^-?[1-9]%d*$')) and #v <= 18) then
+  return redis.error_reply('P35BADFIELD ' .. KEYS[2] .. ' field ' .. ARGV[2] .. ' holds "' .. v ..
+                           '", not an integer HINCRBY can add to: nothing acked')
+end
+if ARGV[3] ~= '' then
+  if redis.call('GET', KEYS[3]) then return -1 end
+  if redis.call('HGET', KEYS[4], ARGV[3]) then return -2 end
+end
+local n = redis.call('XACK', KEYS[1], ARGV[1], unpack(ARGV, 4))
 if n > 0 then redis.call('HINCRBY', KEYS[2], ARGV[2], n) end
 return n
 )LUA";
@@ -111,9 +124,12 @@ void Claimer::claim_owner(Connection& conn, const std::string& owner, ClaimStats
     std::vector<StreamId> ids;
     for (const auto& p : pending) ids.push_back(p.id);
     const Reply m = conn.command({"GET", marker_key});
-    if (m.is_nil()) {  // the first version: it counted before acking
-      const uint64_t n = ack(conn, ids, "legacy_acked_total");
-      stats.legacy_acked += n;
+    if (m.is_nil()) {  // the first version, if it never registered: it counted before acking
+      const long long n = ack(conn, ids, "legacy_acked_total", owner);
+      if (n == -2) return report_lost_marker(owner, ids.size());
+      if (n < 0) return;  // its marker appeared meanwhile: judged by it next round
+      lost_marker_logged_.erase(owner);
+      stats.legacy_acked += static_cast<uint64_t>(n);
       spdlog::info("Acked {} entries pending on {} (no marker: the first version, which counted "
                    "them before acking) without counting", n, owner);
     } else {
@@ -124,7 +140,7 @@ void Claimer::claim_owner(Connection& conn, const std::string& owner, ClaimStats
       std::vector<StreamId> below;
       for (StreamId id : ids)
         if (id <= marker) below.push_back(id);
-      stats.acked_only += ack(conn, below, "claim_acked_total");
+      stats.acked_only += static_cast<uint64_t>(ack(conn, below, "claim_acked_total"));
       std::vector<StreamId> above;
       for (StreamId id : ids)
         if (id > marker) above.push_back(id);
@@ -192,9 +208,22 @@ bool Claimer::commit_counted(Connection& conn, const std::string& owner, StreamI
   try {
     conn.command(a);
   } catch (const RedisError& e) {
-    if (e.kind() == RedisErrorKind::Reply && e.server_message().rfind("P35CONFLICT", 0) == 0) {
+    const std::string& said = e.server_message();
+    if (e.kind() == RedisErrorKind::Reply && said.rfind("P35CONFLICT", 0) == 0) {
       ++stats.conflicts;
-      spdlog::info("Claim of {}'s entries lost the race ({}); nothing counted", owner, e.server_message());
+      spdlog::info("Claim of {}'s entries lost the race ({}); nothing counted", owner, said);
+      return false;
+    }
+    // Refused whole (the commit script checks before it writes): nothing counted, nothing acked,
+    // and the rest of the round (our own commits) goes on; the next round tries again.
+    if (e.kind() == RedisErrorKind::Reply && said.rfind("P35NOMARKER", 0) == 0) {
+      report_lost_marker(owner, ids.size());
+      return false;
+    }
+    if (e.kind() == RedisErrorKind::Reply && said.rfind("P35BADFIELD", 0) == 0) {
+      spdlog::error("Failed to count {}'s idle entries: {} (nothing counted or acked; retried next "
+                    "round; fix: HDEL the field named, README \"When Redis fails\")", owner,
+                    said.substr(12));
       return false;
     }
     if (e.kind() == RedisErrorKind::Reply && e.server_message().rfind("NOSCRIPT", 0) == 0) sha_.clear();
@@ -205,12 +234,25 @@ bool Claimer::commit_counted(Connection& conn, const std::string& owner, StreamI
   return true;
 }
 
-uint64_t Claimer::ack(Connection& conn, const std::vector<StreamId>& ids, const char* status_field) {
+long long Claimer::ack(Connection& conn, const std::vector<StreamId>& ids, const char* status_field,
+                       const std::string& legacy_owner) {
   if (ids.empty()) return 0;
-  CommandArgs a{"EVAL", kAckScript, "2", cfg_.stream, keys::status(cfg_.key_prefix), cfg_.group,
-                status_field};
+  CommandArgs a{"EVAL", kAckScript, "4", cfg_.stream, keys::status(cfg_.key_prefix),
+                keys::marker(cfg_.key_prefix, legacy_owner), keys::consumers(cfg_.key_prefix),
+                cfg_.group, status_field, legacy_owner};
   for (StreamId id : ids) a.add(id.str());
-  return static_cast<uint64_t>(conn.command(a).integer());
+  return conn.command(a).integer();
+}
+
+// A consumer of ours (registered) without a marker: Redis lost the marker (DEL, FLUSHDB of part
+// of the data, eviction). Its entries may be counted or not; only its own stages (from their
+// segment) or an operator can say, so they are left pending. Logged once per owner and episode.
+void Claimer::report_lost_marker(const std::string& owner, size_t pending) {
+  if (!lost_marker_logged_.insert(owner).second) return;
+  spdlog::error("Consumer {} registered in {} but its commit marker {} is missing (Redis lost it): "
+                "its {} idle pending entries are neither counted nor acked until its stages "
+                "restore the marker or an operator sets it (README \"When Redis fails\")", owner,
+                keys::consumers(cfg_.key_prefix), keys::marker(cfg_.key_prefix, owner), pending);
 }
 
 void Claimer::remove_idle_consumer(Connection& conn, const std::string& name, ClaimStats& stats) {

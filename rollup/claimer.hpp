@@ -2,11 +2,13 @@
 // on another consumer for longer than P35_CLAIM_IDLE_MS are read with XPENDING/XRANGE, those above
 // the owner's marker are counted and committed with a compare-and-set on the OWNER's marker, then
 // all of them are acked. A consumer without a marker is the first version (it counted before
-// acking): its entries are acked without counting. Idle consumers with nothing pending are removed.
+// acking): its entries are acked without counting, unless it is registered in <prefix>consumers
+// (then its marker was lost and its entries are left alone). Idle consumers with nothing pending are removed.
 #pragma once
 
 #include <cstdint>
 #include <map>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -41,12 +43,16 @@ class Claimer {
   void claim_owner(Connection& conn, const std::string& owner, ClaimStats& stats);
   bool commit_counted(Connection& conn, const std::string& owner, StreamId prev, StreamId next,
                       const std::vector<StreamId>& ids, ClaimStats& stats);
-  uint64_t ack(Connection& conn, const std::vector<StreamId>& ids, const char* status_field);
+  // The ack script's result: IDs acked, or (legacy_owner set) -1/-2 when nothing was acked.
+  long long ack(Connection& conn, const std::vector<StreamId>& ids, const char* status_field,
+                const std::string& legacy_owner = "");
+  void report_lost_marker(const std::string& owner, size_t pending);
   void remove_idle_consumer(Connection& conn, const std::string& name, ClaimStats& stats);
 
   const Config& cfg_;
   std::string sha_;
   Normalized norm_;
+  std::set<std::string> lost_marker_logged_;  // owners whose lost marker was logged
 };
 
 }  // namespace p35

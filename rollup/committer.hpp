@@ -67,8 +67,10 @@ struct CommitPlan {
 
 class Committer {
  public:
-  enum class Outcome { Committed, NothingNew, Conflict };
-  enum class Resolution { NoPending, Applied, Discarded, Conflict, NotReady };
+  // Refused: Redis refused the whole commit (a field HINCRBY cannot add to); retry with backoff.
+  enum class Outcome { Committed, NothingNew, Conflict, Refused };
+  // MarkerMissing: our registered marker is gone and the segment cannot restore it: wait.
+  enum class Resolution { NoPending, Applied, Discarded, Conflict, NotReady, MarkerMissing };
 
   Committer(const Config& cfg, Segment& seg);
 
@@ -95,6 +97,7 @@ class Committer {
   void apply_pending();
   void discard_pending();
   Reply run_script(Connection& conn, const CommandArgs& args);
+  void report_refused(const std::string& said, StreamId next);
 
   const Config& cfg_;
   Segment& seg_;
@@ -103,6 +106,8 @@ class Committer {
   std::string sha_;
   FieldList totals_;  // the status totals of the commit being built (reused)
   std::string conflict_;
+  std::string refused_;  // the last refusal logged (P35BADFIELD ...), until a commit succeeds
+  bool marker_missing_logged_ = false;
   CommitPlan plan_;
 };
 

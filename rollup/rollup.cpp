@@ -9,8 +9,13 @@
 #include <algorithm>
 
 #include "futex.hpp"
+#include "marker.hpp"
 
 namespace p35 {
+
+namespace {
+constexpr int kMarkerRecheckMs = 3000;  // a lost marker: how often to look for the operator's fix
+}  // namespace
 
 Rollup::Rollup(const Config& cfg, Segment& seg)
     : cfg_(cfg), seg_(seg), stage_(seg, shm::StageId::Rollup),
@@ -39,6 +44,23 @@ void Rollup::claim_if_due() {
                  "{} lost races", st.counted, st.trimmed, st.acked_only, st.legacy_acked, st.conflicts);
 }
 
+// A policy that can evict our keys loses counts (allkeys-*: the markers, whose loss is then
+// detected but not undone; volatile-*: the 48 h buckets). Read where the ACL allows INFO; said once
+// per value in the log and always in status (redis_maxmemory_policy, redis_eviction_risk).
+void Rollup::check_eviction_policy() {
+  const std::string policy = read_eviction_policy(conn_);
+  status_.set_eviction_policy(policy, policy_can_evict(policy));
+  if (policy == eviction_policy_seen_) return;
+  eviction_policy_seen_ = policy;
+  if (policy.empty())
+    spdlog::info("Could not read Redis's maxmemory-policy (INFO memory refused); not checked");
+  else if (policy_can_evict(policy))
+    spdlog::warn("Redis's maxmemory-policy is {}: under memory pressure it can evict {} and so lose "
+                 "counts; use noeviction (README \"When Redis fails\")", policy,
+                 policy.rfind("allkeys-", 0) == 0 ? "the commit markers and the buckets"
+                                                  : "the buckets (they have a TTL)");
+}
+
 bool Rollup::ensure_connected() {
   while (!started_) {
     if (!conn_.connected() && !connect_with_retry(conn_, outage_, cfg_.reconnect_max_ms, &stage_))
@@ -62,12 +84,19 @@ bool Rollup::ensure_connected() {
           conflict_at_start_ = true;
           return false;
         case Committer::Resolution::NoPending: break;
+        case Committer::Resolution::MarkerMissing:  // logged; the operator sets the marker
+          stage_.set_state(shm::StageState::WaitingRedis);
+          sleep_unless_stopped(watchdog_bounded_ms(kMarkerRecheckMs));
+          stage_.heartbeat();
+          if (stop_requested()) return false;
+          continue;
         case Committer::Resolution::NotReady:  // fresh segment: ingest has not started it yet
           sleep_unless_stopped(50);
           stage_.heartbeat();
           if (stop_requested()) return false;
           continue;
       }
+      check_eviction_policy();
       started_ = true;
       spdlog::info("Committing under marker {} = {}", cfg_.key_prefix + "commit:" + cfg_.consumer,
                    marker.str());
@@ -88,6 +117,7 @@ bool Rollup::step() {
   const auto outcome = committer_.commit(conn_, &retries);
   stage_.block().waits.fetch_add(retries, std::memory_order_relaxed);
   if (outcome == Committer::Outcome::Conflict) return false;
+  refused_ = outcome == Committer::Outcome::Refused;
   if (outcome == Committer::Outcome::Committed) {
     stage_.block().committed.fetch_add(1, std::memory_order_relaxed);
     snapshots_.note_commit(committer_.last_commit());
@@ -159,6 +189,10 @@ int Rollup::run() {
     try {
       if (!step()) return abandon_segment(committer_.conflict_text());
       outage_.succeeded();
+      if (refused_) {  // logged by the committer; counts kept, nothing acked
+        sleep_unless_stopped(watchdog_bounded_ms(backoff_.next_delay_ms()));
+        continue;
+      }
       backoff_.reset();
       if (linger_) {
         linger_ = false;

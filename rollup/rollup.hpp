@@ -20,6 +20,7 @@ class Rollup {
  private:
   bool ensure_connected();  // false: stopping
   bool step();              // one commit and whatever is due; false on a conflict
+  void check_eviction_policy();
   void finish();            // SIGTERM: last commit and final snapshots
   void claim_if_due();      // take over other consumers' idle pending entries
   // Our marker was moved by someone else: drop this segment so that all three stages start again
@@ -48,6 +49,8 @@ class Rollup {
   uint64_t ingest_batches_at_commit_ = 0;  // and its batch counter
   static constexpr int64_t kTrimIntervalMs = 10000;
   int64_t last_trim_ms_ = 0;
+  bool refused_ = false;                   // Redis refused the last commit whole: back off
+  std::string eviction_policy_seen_;       // the policy logged last (warned once per value)
   bool linger_ = false;                    // the last commit was of a backlog: wait before the next
 };
 

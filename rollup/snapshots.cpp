@@ -429,6 +429,8 @@ void StatusWriter::write(Connection& conn, bool global, const Reply* groups_repl
   a.add("counted_id").add(id_text(seg_.ingest().counted_pub));
   a.add("committed_id").add(committed);
   a.add("acked_id").add(id_text(seg_.ackd().acked));
+  a.add("redis_maxmemory_policy").add(eviction_policy_);
+  a.add("redis_eviction_risk").add(eviction_risk_ ? "1" : "0");
   a.add("unacked_ids").add(static_cast<long long>(seg_.ingest().id_log_head.load() -
                                                   seg_.ackd().id_log_tail.load()));
   stage_fields(a, "ingest", ing);

@@ -118,10 +118,17 @@ class StatusWriter {
   // `groups`: the reply to append_groups() when the caller pipelined it, else nullptr.
   void write(Connection& conn, bool global, const Reply* groups = nullptr);
   void append_groups(Connection& conn);
+  // Redis's maxmemory-policy ("" when unknown) and whether it can evict our keys.
+  void set_eviction_policy(std::string policy, bool risk) {
+    eviction_policy_ = policy.empty() ? "unknown" : std::move(policy);
+    eviction_risk_ = risk;
+  }
 
  private:
   const Config& cfg_;
   Segment& seg_;
+  std::string eviction_policy_ = "unknown";
+  bool eviction_risk_ = false;
   uint64_t last_counted_ = 0;
   uint64_t last_acked_ = 0;
   int64_t last_ms_ = 0;

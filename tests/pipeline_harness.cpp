@@ -16,6 +16,7 @@
 #include <stdexcept>
 
 #include "keys.hpp"
+#include "rules.hpp"
 #include "shm_test_util.hpp"
 #include "stream_id.hpp"
 
@@ -154,6 +155,17 @@ void Pipeline::start_all() {
   start(Stage::Ingest);
 }
 
+int Pipeline::restart_exited() {
+  int started = 0;
+  for (Stage s : {Stage::Ackd, Stage::Rollup, Stage::Ingest}) {
+    auto& p = procs_[static_cast<size_t>(s)];
+    if (!p || p->alive()) continue;
+    start(s);
+    ++started;
+  }
+  return started;
+}
+
 bool Pipeline::alive(Stage s) {
   auto& p = procs_[static_cast<size_t>(s)];
   return p && p->alive();
@@ -256,6 +268,34 @@ Expectation read_expectation(const std::string& path) {
     else throw std::runtime_error("bad expectation line: " + line);
   }
   return e;
+}
+
+Expectation expectation_from_stream(Connection& conn, const std::string& stream,
+                                    bool symbol_breakdown) {
+  Expectation e;
+  std::string from = "-";
+  std::vector<Field> fields;
+  Normalized n;
+  for (;;) {
+    const Reply r = conn.command({"XRANGE", stream, from, "+", "COUNT", "10000"});
+    if (r.size() == 0) return e;
+    for (size_t i = 0; i < r.size(); ++i) {
+      const redisReply* entry = r.element(i);
+      const auto id = StreamId::parse(reply_str(entry->element[0]));
+      const redisReply* fv = entry->element[1];
+      fields.clear();
+      for (size_t k = 0; k + 1 < fv->elements; k += 2)
+        fields.push_back({reply_str(fv->element[k]), reply_str(fv->element[k + 1])});
+      normalize(fields, static_cast<int64_t>(id->ms), n);
+      auto& b = e.buckets[minute_key(n.minute)];
+      b["decision:" + n.decision_label()] += 1;
+      b["reason:" + n.reason] += 1;
+      if (symbol_breakdown && !n.symbol.empty()) b["symbol_reason:" + n.symbol + ":" + n.reason] += 1;
+      if (n.decision == Decision::Unknown) e.unknowns[minute_key(n.minute)][n.unknown_member()] += 1;
+      ++e.total;
+      from = "(" + id->str();
+    }
+  }
 }
 
 namespace {

@@ -51,6 +51,10 @@ class Pipeline {
   void kill(Stage s, int sig = 9);
   // SIGTERM and wait; returns the exit status.
   ExitStatus stop(Stage s, int deadline_ms = 20000);
+  // Start again every stage that was started and has exited since (systemd's Restart=on-failure:
+  // a stage that dropped the segment exits, and so do the others on their next heartbeat).
+  // Returns how many it started.
+  int restart_exited();
   void remove_segment();
   const std::string& shm_name() const { return opt_.shm_name; }
   const PipelineOptions& options() const { return opt_; }
@@ -86,6 +90,11 @@ struct Expectation {
   long long total = 0;
 };
 Expectation read_expectation(const std::string& path);
+// The expectation for whatever the stream holds now (XRANGE all of it), by the project's own
+// rules (normalize()) into the layout compare_buckets() checks: counts exact against what Redis
+// holds, e.g. after it came back from an older dump.
+Expectation expectation_from_stream(Connection& conn, const std::string& stream,
+                                    bool symbol_breakdown = true);
 // Every bucket and unknown hash compared field by field (missing, extra, different); each
 // difference is one line of the result. With allow_overflow, a reason, symbol-reason or unknown
 // field that did not fit its per-minute table may be missing as long as the family's
