@@ -67,7 +67,8 @@ struct CommitPlan {
 
 class Committer {
  public:
-  enum class Outcome { Committed, NothingNew, Conflict };
+  // Fenced: the ownership key does not hold our instance token (another instance has the name).
+  enum class Outcome { Committed, NothingNew, Conflict, Fenced };
   enum class Resolution { NoPending, Applied, Discarded, Conflict, NotReady };
 
   Committer(const Config& cfg, Segment& seg);
@@ -96,6 +97,8 @@ class Committer {
   const Config& cfg_;
   Segment& seg_;
   std::string marker_key_;
+  std::string owner_key_;  // the consumer name's ownership key, checked by the commit script
+  std::string token_;      // our instance token (the segment's)
   std::string status_key_;
   std::string sha_;
   FieldList totals_;  // the status totals of the commit being built (reused)
