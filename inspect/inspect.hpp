@@ -21,6 +21,7 @@ struct StageView {
   uint64_t read = 0, counted = 0, committed = 0, acked = 0, waits = 0, redis_errors = 0,
            outages = 0, skipped = 0, conflicts = 0, batches = 0;
   int64_t outage_ms = 0;
+  std::string name_holder;  // state waiting-name: who holds the consumer name
 };
 
 struct MinuteView {

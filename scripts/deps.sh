@@ -9,6 +9,7 @@ P35_PACKAGES=(
   redis-server redis-tools
   systemd-container  # scripts/systemd_test.sh: systemd-nspawn boots the host's systemd as a container
   clang libclang-rt-14-dev llvm  # fuzz/: clang++, libclang_rt.fuzzer (-fsanitize=fuzzer), llvm-symbolizer
+  gdb  # tests/test_owner: holds a lease holder at its snapshot replace (the pause race, exactly)
 )
 
 p35_install_packages() {

@@ -104,12 +104,25 @@ TEST_CASE("Two instances with one consumer name: the second waits, then takes ov
   Pipeline b(redis, same_name());
   b.start_all();
   // B says who holds the name, in its logs and in its stage blocks, and does nothing meanwhile.
-  const std::string holder = "pid " + std::to_string(a.pid(Stage::Ingest));
   REQUIRE(wait_until([&] {
     return log_has(b, Stage::Ingest, "is held by another instance") &&
            log_has(b, Stage::Rollup, "is held by another instance");
   }, 20000, 20));
-  CHECK(file_tail(b.log_path(Stage::Ingest), 100000).find(holder) != std::string::npos);
+  const std::string b_log = file_tail(b.log_path(Stage::Ingest), 100000);
+  bool names_a = false;  // the stage of A that took the name first wrote its pid into the key
+  for (Stage s : kStages)
+    names_a = names_a || b_log.find("pid " + std::to_string(a.pid(s)) + " (p35-") != std::string::npos;
+  CHECK(names_a);
+  {  // p35-shm on B's segment: the stages wait for the name, and say for whom
+    SpawnOptions so;
+    so.log_path = redis.dir() + "/shm.txt";
+    ChildProcess shm({env_or("P35_SHM_BIN", "p35-shm"), "--shm-name", b.shm_name()}, so);
+    REQUIRE(shm.wait_exit(20000));
+    const std::string out = file_tail(so.log_path, 1000);
+    INFO(out);
+    CHECK(out.find("waiting-name") != std::string::npos);
+    CHECK(out.find("ingest waits: the consumer name is held by host") != std::string::npos);
+  }
   std::this_thread::sleep_for(std::chrono::milliseconds(3000));  // traffic flows through A only
   CHECK_FALSE(log_has(b, Stage::Ingest, "New segment: entries up to"));
   CHECK_FALSE(log_has(b, Stage::Rollup, "Committing under marker"));
