@@ -17,7 +17,8 @@ namespace {
 
 // KEYS[1]: the ownership key. ARGV[1]: our token, ARGV[2]: the rest of our value, ARGV[3]: TTL ms.
 // Returns {1, value}: renewed; {2, value}: taken (the key was gone); {0, value}: someone else's.
-const char* const kOwnerScript = R"LUA(#!lua
+// allow-oom: a Redis at maxmemory must not take the name from its holder (one small key).
+const char* const kOwnerScript = R"LUA(#!lua flags=allow-oom
 local cur = redis.call('GET', KEYS[1])
 if cur then
   if string.match(cur, '^%S+') == ARGV[1] then

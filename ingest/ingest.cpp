@@ -16,7 +16,8 @@ constexpr int kWaitSliceMs = 200;
 
 // KEYS[1]: stream, KEYS[2]: ownership key. ARGV: group, consumer, COUNT, our instance token.
 // The entries read, or (nothing new) the stream's last ID to wait after with XREAD BLOCK.
-const char* const kFencedReadScript = R"LUA(#!lua
+// allow-oom: reading is not refused at maxmemory (XREADGROUP alone is not), only commits are.
+const char* const kFencedReadScript = R"LUA(#!lua flags=allow-oom
 local owner = redis.call('GET', KEYS[2])
 if not owner or string.match(owner, '^%S+') ~= ARGV[4] then
   return redis.error_reply('P35FENCED consumer name ' .. ARGV[2] .. ' is held by ' ..
