@@ -155,6 +155,10 @@ constexpr Option kOptions[] = {
             "Period of the status hash updates, milliseconds"),
     integer(kTiming, "P35_CLAIM_IDLE_MS", &Config::claim_idle_ms, 1000, 86400000,
             "Idle time before other consumers' pending entries are taken over, milliseconds"),
+    integer(kTiming, "P35_OWNER_TTL_MS", &Config::owner_ttl_ms, 2000, 600000,
+            "Expiry of the consumer name's ownership key, milliseconds: one instance holds a name "
+            "at a time and renews it every third of this; a second instance with the same name "
+            "waits and takes over this long after the holder is gone"),
     integer(kTiming, "P35_BUCKET_TTL_S", &Config::bucket_ttl_s, 60, 31536000,
             "TTL of the minute buckets, seconds"),
     integer(kTiming, "P35_SNAPSHOT_TTL_S", &Config::snapshot_ttl_s, 60, 31536000,

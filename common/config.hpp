@@ -52,6 +52,7 @@ struct Config {
   int snapshot_interval_ms = 1000;           // P35_SNAPSHOT_INTERVAL_MS, 100..3600000
   int status_interval_ms = 1000;             // P35_STATUS_INTERVAL_MS, 100..3600000
   int claim_idle_ms = 300000;                // P35_CLAIM_IDLE_MS, 1000..86400000
+  int owner_ttl_ms = 10000;                  // P35_OWNER_TTL_MS, 2000..600000 (renewed every third)
   int bucket_ttl_s = 172800;                 // P35_BUCKET_TTL_S, 60..31536000
   int snapshot_ttl_s = 86400;                // P35_SNAPSHOT_TTL_S, 60..31536000
 

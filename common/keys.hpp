@@ -23,6 +23,11 @@ inline std::string marker(std::string_view prefix, std::string_view consumer) {
 // Our consumers, name -> when it registered (unix s), written with the marker's creation: a
 // consumer without a marker is the first version's only if it never registered here.
 inline std::string consumers(std::string_view prefix) { return std::string(prefix) + "consumers"; }
+// The consumer name's ownership key: "<instance token> <host> <pid> <stage> <since>", with a PX
+// expiry, renewed by the holding instance's stages (common/owner.hpp).
+inline std::string owner(std::string_view prefix, std::string_view consumer) {
+  return std::string(prefix) + "owner:" + std::string(consumer);
+}
 inline std::string status(std::string_view prefix) { return std::string(prefix) + "status"; }
 inline std::string decision_counts(std::string_view prefix, std::string_view window) {
   return std::string(prefix) + "decision:counts:" + std::string(window);

@@ -6,6 +6,7 @@
 #include <pwd.h>
 #include <signal.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -114,6 +115,18 @@ void check_owner_and_mode(const struct stat& st, std::string_view name) {
         path, mode, user_text(st.st_uid), path, removal_hint(name)));
 }
 
+// 128 random bits from the kernel (never a clock or pid: clones repeat those).
+void fill_instance_token(shm::SegmentHeader& h) {
+  size_t got = 0;
+  auto* p = reinterpret_cast<uint8_t*>(h.instance_token);
+  while (got < sizeof h.instance_token) {
+    const ssize_t n = getrandom(p + got, sizeof h.instance_token - got, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) throw ShmError(fmt::format("Failed to draw the instance token: {}", std::strerror(errno)));
+    got += static_cast<size_t>(n);
+  }
+}
+
 // Fill a fresh, zeroed segment: header fields, empty slot minutes, then the magic with release.
 void initialise(uint8_t* base, const SegmentSpec& spec, const shm::SectionOffsets& off) {
   auto& h = *reinterpret_cast<shm::SegmentHeader*>(base);
@@ -128,6 +141,7 @@ void initialise(uint8_t* base, const SegmentSpec& spec, const shm::SectionOffset
   h.off = off;
   const auto text = spec.fingerprint_text();
   std::snprintf(h.fingerprint_text, sizeof h.fingerprint_text, "%s", text.c_str());
+  fill_instance_token(h);
   const uint32_t slots = spec.caps.ring_slots + spec.caps.late_slots;
   for (uint32_t side = 0; side < 3; ++side) {  // live slots, then both shadow sides
     for (uint32_t i = 0; i < slots; ++i) {
@@ -624,8 +638,37 @@ const char* state_name(uint32_t state) {
     case shm::StageState::WaitingRedis: return "waiting-redis";
     case shm::StageState::Backpressure: return "backpressure";
     case shm::StageState::Draining: return "draining";
+    case shm::StageState::WaitingName: return "waiting-name";
   }
   return "unknown";
+}
+
+std::string Segment::instance_token() const {
+  return fmt::format("{:016x}{:016x}", header().instance_token[0], header().instance_token[1]);
+}
+
+void store_text(std::atomic<uint64_t>* words, size_t n, std::string_view text) {
+  for (size_t w = 0; w < n; ++w) {
+    uint64_t v = 0;
+    for (size_t b = 0; b < 8; ++b) {
+      const size_t i = w * 8 + b;
+      if (i + 1 < n * 8 && i < text.size()) v |= uint64_t{static_cast<uint8_t>(text[i])} << (8 * b);
+    }
+    words[w].store(v, std::memory_order_relaxed);
+  }
+}
+
+std::string load_text(const std::atomic<uint64_t>* words, size_t n) {
+  std::string out;
+  for (size_t w = 0; w < n; ++w) {
+    const uint64_t v = words[w].load(std::memory_order_relaxed);
+    for (size_t b = 0; b < 8; ++b) {
+      const char c = static_cast<char>((v >> (8 * b)) & 0xff);
+      if (c == '\0') return out;
+      out.push_back(c);
+    }
+  }
+  return out;
 }
 
 }  // namespace p35

@@ -60,6 +60,8 @@ class Segment {
   ~Segment();
 
   const std::string& name() const { return name_; }
+  // The header's random instance token as 32 hex digits (the ownership and lease fencing token).
+  std::string instance_token() const;
   size_t size() const { return size_; }
   uint8_t* base() const { return base_; }
   // False when the file at /dev/shm/<name> is gone or is another file than the one mapped.
@@ -142,5 +144,9 @@ void store_id(shm::IdWords& dst, StreamId id);
 
 const char* stage_name(shm::StageId id);
 const char* state_name(uint32_t state);
+// Short text in `n` shared words (NUL-terminated, cut to n * 8 - 1 bytes), for one writer and
+// lock-free readers (StageBlock::holder_text).
+void store_text(std::atomic<uint64_t>* words, size_t n, std::string_view text);
+std::string load_text(const std::atomic<uint64_t>* words, size_t n);
 
 }  // namespace p35

@@ -112,8 +112,13 @@ struct SegmentHeader {
   Capacities caps;
   SectionOffsets off;
   char fingerprint_text[512];  // "stream|group|consumer|prefix", NUL-terminated, for messages
+  // Random at creation (getrandom): the instance token of the three stages on this segment, the
+  // fencing token of the consumer name's ownership key and of the snapshot lease (DESIGN §5). A
+  // clone of a VM or container gets a segment of its own (/dev/shm is not cloned live), so the
+  // token is per instance even where host names, pids and creation times repeat.
+  uint64_t instance_token[2];
   uint8_t reserved[4096 - 8 - 4 - 4 - 8 - 8 - 8 - 4 - 4 - sizeof(Capacities) -
-                   sizeof(SectionOffsets) - 512];
+                   sizeof(SectionOffsets) - 512 - 16];
 };
 
 enum class StageId : uint32_t { Ingest = 0, Rollup = 1, Ackd = 2 };
@@ -122,6 +127,7 @@ inline constexpr uint32_t kStageCount = 3;  // when this grows, update StageId a
 // What a stage is doing, for the inspector. When this grows, update state_name() in shm.cpp.
 enum class StageState : uint32_t {
   Stopped = 0, Starting = 1, Running = 2, WaitingRedis = 3, Backpressure = 4, Draining = 5,
+  WaitingName = 6,  // another instance holds the consumer name; holder_text says which
 };
 
 // Per-stage block: written only by its stage, read by everyone (inspector, status).
@@ -142,7 +148,10 @@ struct alignas(kCacheLine) StageBlock {
   std::atomic<uint64_t> batches;
   std::atomic<uint64_t> skipped;   // already-counted IDs skipped after a restart (ingest)
   std::atomic<uint64_t> conflicts; // marker CAS failures (rollup); group re-created (ingest)
-  uint8_t reserved[512 - 8 * 16 - 16];
+  // While WaitingName: who holds the consumer name ("host <h> pid <p> since <time>"), NUL-padded
+  // text in words so that the inspector reads it without a torn word (a torn text is cosmetic).
+  std::atomic<uint64_t> holder_text[16];
+  uint8_t reserved[512 - 8 * 16 - 16 - 128];
 };
 
 // Totals that go to Redis through the commit (exactly once) or only to status.
@@ -266,6 +275,8 @@ static_assert(offsetof(SegmentHeader, layout_version) == 8);
 static_assert(offsetof(SegmentHeader, segment_size) == 16);
 static_assert(offsetof(SegmentHeader, fingerprint) == 24);
 static_assert(offsetof(SegmentHeader, caps) == 48);
+static_assert(offsetof(SegmentHeader, instance_token) == 48 + sizeof(Capacities) + sizeof(SectionOffsets) + 512);
+static_assert(offsetof(StageBlock, holder_text) == 120);
 static_assert(sizeof(StageBlock) == 512);
 static_assert(sizeof(SlotHeader) == 256);
 static_assert(sizeof(TableEntry) == 16);

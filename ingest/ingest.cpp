@@ -4,6 +4,8 @@
 #include <hiredis/hiredis.h>
 #include <spdlog/spdlog.h>
 
+#include <algorithm>
+
 #include "futex.hpp"
 #include "keys.hpp"
 #include "marker.hpp"
@@ -14,6 +16,22 @@ namespace {
 constexpr int kWaitSliceMs = 200;
 constexpr int kMarkerRecheckMs = 3000;  // a lost marker: how often to look for the operator's fix
 
+// KEYS[1]: stream, KEYS[2]: ownership key. ARGV: group, consumer, COUNT, our instance token.
+// The entries read, or (nothing new) the stream's last ID to wait after with XREAD BLOCK.
+// allow-oom: reading is not refused at maxmemory (XREADGROUP alone is not), only commits are.
+const char* const kFencedReadScript = R"LUA(#!lua flags=allow-oom
+local owner = redis.call('GET', KEYS[2])
+if not owner or string.match(owner, '^%S+') ~= ARGV[4] then
+  return redis.error_reply('P35FENCED consumer name ' .. ARGV[2] .. ' is held by ' ..
+                           (owner or 'nobody (expired)'))
+end
+local r = redis.call('XREADGROUP', 'GROUP', ARGV[1], ARGV[2], 'COUNT', ARGV[3], 'STREAMS', KEYS[1], '>')
+if r then return r end
+local last = redis.call('XREVRANGE', KEYS[1], '+', '-', 'COUNT', 1)
+if #last == 0 then return '0-0' end
+return last[1][1]
+)LUA";
+
 int64_t wall_minute() { return now_unix_ms() / 60000; }
 }  // namespace
 
@@ -22,15 +40,12 @@ Ingest::Ingest(const Config& cfg, Segment& seg)
       counter_(seg, cfg.symbol_breakdown),
       conn_(RedisOptions::from_config(cfg, "p35-ingest:" + cfg.consumer)),
       outage_("ingest", &stage_.block()), backoff_(cfg.reconnect_max_ms),
-      marker_key_(keys::marker(cfg.key_prefix, cfg.consumer)), status_line_(seg) {
+      marker_key_(keys::marker(cfg.key_prefix, cfg.consumer)), status_line_(seg),
+      owner_(cfg, seg, stage_, "p35-ingest") {
   // A batch reply is about 14,000 elements: built in a reused arena, not one malloc each.
   conn_.use_reply_arena();
-  const std::string count = std::to_string(cfg_.batch_size);
-  read_new_at_once_ = {"XREADGROUP", "GROUP", cfg_.group, cfg_.consumer, "COUNT", count,
-                       "STREAMS", cfg_.stream, ">"};
-  read_new_blocking_ = {"XREADGROUP", "GROUP", cfg_.group, cfg_.consumer, "COUNT", count,
-                        "BLOCK", std::to_string(watchdog_bounded_ms(cfg_.block_ms)), "STREAMS",
-                        cfg_.stream, ">"};
+  fenced_read_ = {"EVAL", kFencedReadScript, "2", cfg_.stream, owner_.key(), cfg_.group,
+                  cfg_.consumer, std::to_string(cfg_.batch_size), owner_.token()};
 }
 
 Ingest::Prepared Ingest::prepare_redis() {
@@ -101,7 +116,9 @@ int Ingest::run() {
     try {
       if (!conn_.connected()) {
         if (!connect_with_retry(conn_, outage_, cfg_.reconnect_max_ms, &stage_)) break;
-        set_stop_socket(conn_.fd());  // SIGTERM ends a long XREADGROUP BLOCK at once
+        set_stop_socket(conn_.fd());  // SIGTERM ends a long XREAD BLOCK at once
+        // One instance per consumer name: a second one waits here, before it reads anything.
+        if (!owner_.wait_until_held(conn_)) continue;
         const Prepared prepared = prepare_redis();
         if (prepared == Prepared::SegmentDropped) return EXIT_FAILURE;
         if (!ready_sent_) {
@@ -117,6 +134,12 @@ int Ingest::run() {
         }
         stage_.set_state(shm::StageState::Running);
       }
+      if (!owner_.renew_if_due(conn_)) {
+        // Another instance holds the name: stop reading now; rollup drops this segment (its next
+        // commit is fenced) and the pending list is the new holder's to read.
+        conn_.disconnect();
+        continue;
+      }
       const size_t n = read_once();
       status_line_.update(shm::StageId::Ingest);
       outage_.succeeded();
@@ -130,7 +153,9 @@ int Ingest::run() {
       if (stop_requested()) break;  // the stop signal shut our socket down: not an outage
       if (e.kind() == RedisErrorKind::Auth) throw;
       const std::string_view said = e.server_message();
-      if (said.rfind("NOGROUP", 0) == 0 || said.rfind("UNBLOCKED", 0) == 0) {
+      if (said.rfind(kFencedError, 0) == 0) {
+        owner_.fenced(said);  // the next connection waits for the name
+      } else if (said.rfind("NOGROUP", 0) == 0 || said.rfind("UNBLOCKED", 0) == 0) {
         // The group or the stream was deleted (UNBLOCKED: under a blocked XREADGROUP). Redis
         // answers, so no outage: prepare_redis() on the new connection re-creates and reports it.
         spdlog::debug("XREADGROUP on {}: {}", cfg_.stream, said);
@@ -172,7 +197,7 @@ void Ingest::report_vanished_group() {
 }
 
 Reply Ingest::read_new() {
-  if (!read_ahead_) conn_.append(read_new_blocking_);
+  if (!read_ahead_) conn_.append(fenced_read_);
   read_ahead_ = false;
   Reply r = conn_.read_reply();
   if (r.is_error()) {
@@ -181,7 +206,20 @@ Reply Ingest::read_new() {
     if (e.connection_lost()) conn_.disconnect();
     throw e;
   }
-  return r;
+  if (!r.is_string()) return r;
+  wait_for_new(r.str());
+  return Reply{};
+}
+
+// Nothing new was delivered: block until the stream has an entry after `last_id` (XREAD delivers
+// nothing to the group: the next fenced read does), at most P35_BLOCK_MS and never past the next
+// renewal of the consumer name, so that renewal keeps its own schedule when the stream is quiet.
+void Ingest::wait_for_new(std::string_view last_id) {
+  const int64_t to_renewal = owner_.next_renewal_ms() - now_mono_ms();
+  const auto block = std::clamp<int64_t>(to_renewal, 1, watchdog_bounded_ms(cfg_.block_ms));
+  const Reply w = conn_.command({"XREAD", "COUNT", "1", "BLOCK", std::to_string(block), "STREAMS",
+                                 cfg_.stream, last_id});
+  (void)w;
 }
 
 size_t Ingest::read_once() {
@@ -208,7 +246,7 @@ size_t Ingest::read_once() {
   // A full batch of new entries: a backlog. Ask for the next batch now (without BLOCK: if the
   // backlog ends here, the reply is empty at once) so that Redis works while we count.
   if (!reading_pending_ && entries->elements >= static_cast<size_t>(cfg_.batch_size)) {
-    conn_.append(read_new_at_once_);
+    conn_.append(fenced_read_);
     conn_.flush();
     read_ahead_ = true;
   }

@@ -7,6 +7,7 @@
 
 #include "config.hpp"
 #include "counter.hpp"
+#include "owner.hpp"
 #include "daemon.hpp"
 #include "redis.hpp"
 #include "rules.hpp"
@@ -26,7 +27,10 @@ class Ingest {
   Prepared prepare_redis();   // group, marker, first-start watermark
   std::optional<StreamId> known_committed() const;
   size_t read_once();         // one XREADGROUP and its batch; returns the entries read
-  Reply read_new();           // the reply to the read ahead, or to a blocking read sent now
+  // The reply to the read ahead or to a fenced read sent now; nil after waiting (XREAD BLOCK)
+  // for entries after the stream's last ID when there was nothing new.
+  Reply read_new();
+  void wait_for_new(std::string_view last_id);
   void process(const redisReply* entries);
   bool add_waiting(StreamId id, const Normalized* msg);  // false: stop requested while waiting
   void report_vanished_group();  // the group had to be re-created: log it, count it
@@ -44,13 +48,16 @@ class Ingest {
   // A non-blocking XREADGROUP sent before the last full batch was counted, so that Redis prepares
   // the next batch while we count this one (a backlog); its reply is read next.
   bool read_ahead_ = false;
-  CommandArgs read_new_blocking_;
-  CommandArgs read_new_at_once_;
+  // XREADGROUP `>` inside a script that first checks the ownership key holds our instance token:
+  // an instance that lost the name (paused past P35_OWNER_TTL_MS) cannot put entries into the
+  // name's pending list after the new holder re-read it (they would be stranded there).
+  CommandArgs fenced_read_;
   std::vector<Field> fields_;
   Normalized norm_;
   bool ready_sent_ = false;
   bool marker_missing_logged_ = false;
   StatusLine status_line_;
+  Ownership owner_;
 };
 
 }  // namespace p35

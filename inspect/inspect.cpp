@@ -109,6 +109,8 @@ StageView stage_view(const Segment& seg, shm::StageId id, int64_t now_ms) {
   const int64_t since = b.outage_since_unix_ms.load();
   v.outage_since_unix_ms = since;
   v.outage_ms = since == 0 ? 0 : age_ms(now_ms, since);
+  if (v.alive && b.state.load() == static_cast<uint32_t>(shm::StageState::WaitingName))
+    v.name_holder = load_text(b.holder_text, std::size(b.holder_text));
   return v;
 }
 
@@ -217,6 +219,9 @@ std::string render_text(const Snapshot& s, int window_minutes) {
     o += fmt::format("          {:<7} {:<8} {:<6} {:<14} {:>7} ms {:>6} {:>6} {:>13}\n", st.name,
                      st.pid, st.alive ? "yes" : "NO", st.state, st.heartbeat_age_ms, st.starts,
                      st.waits, st.redis_errors);
+  for (const auto& st : s.stages)
+    if (!st.name_holder.empty())
+      o += fmt::format("          {} waits: the consumer name is held by {}\n", st.name, st.name_holder);
   o += fmt::format("watermark counted {}  committed {}  acked {}\n", watermark_text(s.counted),
                    watermark_text(s.committed), watermark_text(s.acked));
   o += fmt::format("id log    {} unacked of {}   journal {}   commit {}   commits {}\n",
@@ -266,10 +271,11 @@ std::string render_json(const Snapshot& s) {
     o += fmt::format("{}{{\"name\":\"{}\",\"pid\":{},\"alive\":{},\"state\":\"{}\","
                      "\"heartbeat_age_ms\":{},\"starts\":{},\"read\":{},\"counted\":{},"
                      "\"commits\":{},\"acked\":{},\"waits\":{},\"redis_errors\":{},\"outages\":{},"
-                     "\"outage_ms\":{},\"skipped\":{},\"conflicts\":{}}}",
+                     "\"outage_ms\":{},\"skipped\":{},\"conflicts\":{},\"name_held_by\":\"{}\"}}",
                      i ? "," : "", st.name, st.pid, st.alive, st.state, st.heartbeat_age_ms,
                      st.starts, st.read, st.counted, st.committed, st.acked, st.waits,
-                     st.redis_errors, st.outages, st.outage_ms, st.skipped, st.conflicts);
+                     st.redis_errors, st.outages, st.outage_ms, st.skipped, st.conflicts,
+                     json_escape(st.name_holder));
   }
   o += "],";
   o += fmt::format("\"watermarks\":{{\"counted\":\"{}\",\"committed\":\"{}\",\"acked\":\"{}\"}},",

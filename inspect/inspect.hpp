@@ -25,6 +25,7 @@ struct StageView {
   // The stage's own clock readings (Unix ms), 0 when never set: Prometheus wants timestamps.
   int64_t start_unix_ms = 0, heartbeat_unix_ms = 0, outage_since_unix_ms = 0;
   uint32_t state_code = 0;  // shm::StageState as stored
+  std::string name_holder;  // state waiting-name: who holds the consumer name
 };
 
 struct MinuteView {

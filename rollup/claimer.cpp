@@ -196,9 +196,12 @@ bool Claimer::commit_counted(Connection& conn, const std::string& owner, StreamI
   if (trimmed > 0) st["trimmed_total"] += static_cast<long long>(trimmed);
   st["claimed_total"] += static_cast<long long>(counted + trimmed);
   CommandArgs a{"EVALSHA", sha_};
-  a.add(static_cast<long long>(hashes.size() + 1)).add(keys::marker(cfg_.key_prefix, owner));
+  // The owner's ownership key with an empty token: the claim commits only while nobody holds the
+  // name (a live owner, even one whose entries sit idle, keeps them; a dead one's key expired).
+  a.add(static_cast<long long>(hashes.size() + 2)).add(keys::marker(cfg_.key_prefix, owner));
+  a.add(keys::owner(cfg_.key_prefix, owner));
   for (const auto& h : hashes) a.add(h.first);
-  a.add(prev.str()).add(next.str());
+  a.add(prev.str()).add(next.str()).add("");
   for (const auto& [key, fields] : hashes) {
     const bool keep = key == keys::status(cfg_.key_prefix) || key == bucket_versions_key(cfg_.key_prefix);
     a.add(keep ? 0LL : static_cast<long long>(cfg_.bucket_ttl_s));
@@ -224,6 +227,11 @@ bool Claimer::commit_counted(Connection& conn, const std::string& owner, StreamI
       spdlog::error("Failed to count {}'s idle entries: {} (nothing counted or acked; retried next "
                     "round; fix: HDEL the field named, README \"When Redis fails\")", owner,
                     said.substr(12));
+      return false;
+    }
+    if (e.kind() == RedisErrorKind::Reply && e.server_message().rfind("P35FENCED", 0) == 0) {
+      spdlog::debug("Not claiming {}'s idle entries: a running instance holds that name ({})",
+                    owner, e.server_message());
       return false;
     }
     if (e.kind() == RedisErrorKind::Reply && e.server_message().rfind("NOSCRIPT", 0) == 0) sha_.clear();

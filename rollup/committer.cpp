@@ -17,9 +17,11 @@
 namespace p35 {
 
 const char* const kCommitScript = R"LUA(#!lua
--- P3.5 commit. KEYS[1]: our marker; KEYS[2..]: hashes to increment.
--- ARGV[1]: the marker we expect, ARGV[2]: the new marker; then for each KEYS[i > 1]:
--- ttl_s (0: keep), field count, field, delta, field, delta, ...
+-- P3.5 commit. KEYS[1]: our marker; KEYS[2]: the consumer name's ownership key (fencing);
+-- KEYS[3..]: hashes to increment.
+-- ARGV[1]: the marker we expect, ARGV[2]: the new marker, ARGV[3]: the instance token that must
+-- hold the ownership key ('' for a claim of another consumer's entries: then nobody may hold that
+-- name); then for each KEYS[i > 2]: ttl_s (0: keep), field count, field, delta, field, delta, ...
 -- All or nothing: everything that could refuse is checked before the first write. The shebang
 -- makes Redis refuse the whole script up front when out of memory; type errors, ACL refusals
 -- (Redis 7) and fields HINCRBY cannot add to are checked below (a write refused half-way would
@@ -30,6 +32,14 @@ local function denied(cmd, ...)
                              string.lower(cmd) .. "' command in the commit script")
   end
 end
+-- Fencing (one consumer name, one instance; DESIGN §5): refused unless the ownership key holds
+-- our token, so an instance that paused past P35_OWNER_TTL_MS and resumed commits nothing. A
+-- claim commits only for a name nobody holds (its owner is gone: key expired).
+local owner = redis.call('GET', KEYS[2])
+if (ARGV[3] == '' and owner) or (ARGV[3] ~= '' and (not owner or string.match(owner, '^%S+') ~= ARGV[3])) then
+  return redis.error_reply('P35FENCED the consumer name is held by ' .. (owner or 'nobody (expired)'))
+end
+-- End of fencing.
 local current = redis.call('GET', KEYS[1])
 -- Check: the marker exists. A missing marker is data loss in Redis, not a conflict: the caller
 -- restores it from its segment or waits for the operator (README "When Redis fails").
@@ -41,7 +51,7 @@ if current ~= ARGV[1] then
 end
 local refused = denied('SET', KEYS[1], ARGV[2])
 if refused then return refused end
-for i = 2, #KEYS do
+for i = 3, #KEYS do
   local t = redis.call('TYPE', KEYS[i])['ok']
   if t ~= 'hash' and t ~= 'none' then
     return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. t .. ', not a hash')
@@ -53,8 +63,8 @@ end
 -- per hash, in pieces that unpack() can hold). Up to 18 digits: no count comes near, and the sum
 -- with a delta then cannot overflow. Cost (issue 14): a backlog commit of ~935 fields went from
 -- 1.49 to 1.98 ms (medians of 10 replays), mostly the HMGET and its argument table.
-local a = 3
-for i = 2, #KEYS do
+local a = 4
+for i = 3, #KEYS do
   local n = tonumber(ARGV[a + 1])
   local k = 1
   while k <= n do
@@ -74,8 +84,8 @@ for i = 2, #KEYS do
   a = a + 2 + 2 * n
 end
 -- Writes: none of them can be refused now.
-a = 3
-for i = 2, #KEYS do
+a = 4
+for i = 3, #KEYS do
   local ttl, n = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
   a = a + 2
   for _ = 1, n do
@@ -121,6 +131,7 @@ uint64_t count(const std::atomic<uint64_t>& w) { return w.load(std::memory_order
 
 Committer::Committer(const Config& cfg, Segment& seg)
     : cfg_(cfg), seg_(seg), marker_key_(keys::marker(cfg.key_prefix, cfg.consumer)),
+      owner_key_(keys::owner(cfg.key_prefix, cfg.consumer)), token_(seg.instance_token()),
       status_key_(keys::status(cfg.key_prefix)) {}
 
 Committer::Resolution Committer::start(Connection& conn, StreamId& marker) {
@@ -340,21 +351,21 @@ void Committer::build_args(CommitPlan& plan) {
   const std::string versions_key = bucket_versions_key(cfg_.key_prefix);
   const auto ttl = static_cast<long long>(cfg_.bucket_ttl_s);
 
-  // KEYS: marker, then per minute its bucket and unknown hash when they have fields, then the
+  // KEYS: marker, ownership key (fencing), then per minute its bucket and unknown hash when they have fields, then the
   // minute versions and the status totals.
   auto& a = plan.args;
   a.clear();
-  size_t nkeys = 1;
+  size_t nkeys = 2;
   for (const auto& md : plan.minutes) nkeys += !md.bucket.empty() + !md.unknown.empty();
   nkeys += !plan.minutes.empty() + !totals.empty();
-  a.add("EVALSHA").add(sha_).add(static_cast<long long>(nkeys)).add(marker_key_);
+  a.add("EVALSHA").add(sha_).add(static_cast<long long>(nkeys)).add(marker_key_).add(owner_key_);
   for (const auto& md : plan.minutes) {
     if (!md.bucket.empty()) a.add(keys::bucket(cfg_.key_prefix, md.minute));
     if (!md.unknown.empty()) a.add(keys::unknown_minute(cfg_.key_prefix, md.minute));
   }
   if (!plan.minutes.empty()) a.add(versions_key);
   if (!totals.empty()) a.add(status_key_);
-  a.add(plan.prev.str()).add(plan.next.str());
+  a.add(plan.prev.str()).add(plan.next.str()).add(token_);
   plan.fields = 0;
   const auto add_hash = [&](const FieldList& f, long long ttl_s) {
     a.add(ttl_s).add(static_cast<long long>(f.size()));
@@ -451,6 +462,11 @@ Committer::Outcome Committer::commit(Connection& conn, uint64_t* retries) {
         conflict_ = e.server_message();
         discard_pending();
         return Outcome::Conflict;
+      }
+      if (e.server_message().rfind("P35FENCED", 0) == 0) {  // another instance holds our name
+        conflict_ = e.server_message();
+        discard_pending();
+        return Outcome::Fenced;
       }
       if (e.server_message().rfind("P35BADFIELD", 0) == 0) {
         discard_pending();

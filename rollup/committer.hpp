@@ -68,7 +68,8 @@ struct CommitPlan {
 class Committer {
  public:
   // Refused: Redis refused the whole commit (a field HINCRBY cannot add to); retry with backoff.
-  enum class Outcome { Committed, NothingNew, Conflict, Refused };
+  // Fenced: the ownership key does not hold our instance token (another instance has the name).
+  enum class Outcome { Committed, NothingNew, Conflict, Refused, Fenced };
   // MarkerMissing: our registered marker is gone and the segment cannot restore it: wait.
   enum class Resolution { NoPending, Applied, Discarded, Conflict, NotReady, MarkerMissing };
 
@@ -102,6 +103,8 @@ class Committer {
   const Config& cfg_;
   Segment& seg_;
   std::string marker_key_;
+  std::string owner_key_;  // the consumer name's ownership key, checked by the commit script
+  std::string token_;      // our instance token (the segment's)
   std::string status_key_;
   std::string sha_;
   FieldList totals_;  // the status totals of the commit being built (reused)

@@ -21,7 +21,8 @@ Rollup::Rollup(const Config& cfg, Segment& seg)
     : cfg_(cfg), seg_(seg), stage_(seg, shm::StageId::Rollup),
       conn_(RedisOptions::from_config(cfg, "p35-rollup:" + cfg.consumer)),
       outage_("rollup", &stage_.block()), backoff_(cfg.reconnect_max_ms), committer_(cfg, seg),
-      snapshots_(cfg, seg), status_(cfg, seg), claimer_(cfg), lease_(cfg) {}
+      snapshots_(cfg, seg), status_(cfg, seg), claimer_(cfg), lease_(cfg, seg.instance_token()),
+      owner_(cfg, seg, stage_, "p35-rollup") {}
 
 int Rollup::abandon_segment(const std::string& why) {
   stage_.block().conflicts.fetch_add(1, std::memory_order_relaxed);
@@ -29,6 +30,16 @@ int Rollup::abandon_segment(const std::string& why) {
                    "data). Dropping the uncommitted counts: removing {} so that all stages restart "
                    "on a fresh segment and re-read the pending list against the marker",
                    why, shm_path(seg_.name()));
+  if (seg_.still_linked()) ::unlink(shm_path(seg_.name()).c_str());
+  return EXIT_FAILURE;
+}
+
+int Rollup::abandon_fenced(const std::string& why) {
+  stage_.block().conflicts.fetch_add(1, std::memory_order_relaxed);
+  spdlog::critical("Fenced: consumer name {} is held by another instance ({}). This instance's "
+                   "uncommitted counts are dropped (the holder re-reads the pending list and "
+                   "counts them): removing {}; the restarted stages wait for the name",
+                   cfg_.consumer, why, shm_path(seg_.name()));
   if (seg_.still_linked()) ::unlink(shm_path(seg_.name()).c_str());
   return EXIT_FAILURE;
 }
@@ -72,6 +83,11 @@ bool Rollup::ensure_connected() {
       ready_sent_ = true;
     }
     try {
+      // One instance per consumer name: a second one waits here, before it commits anything.
+      if (!owner_.wait_until_held(conn_)) {
+        segment_gone_ = !stop_requested();
+        return false;
+      }
       StreamId marker;
       switch (committer_.start(conn_, marker)) {
         case Committer::Resolution::Applied:
@@ -113,10 +129,16 @@ bool Rollup::ensure_connected() {
 }
 
 bool Rollup::step() {
+  if (!owner_.renew_if_due(conn_)) {  // renewed on its own schedule, traffic or not
+    fenced_ = true;
+    return false;
+  }
   uint64_t retries = 0;
   const auto outcome = committer_.commit(conn_, &retries);
   stage_.block().waits.fetch_add(retries, std::memory_order_relaxed);
-  if (outcome == Committer::Outcome::Conflict) return false;
+  if (outcome == Committer::Outcome::Fenced) owner_.fenced(committer_.conflict_text());
+  fenced_ = outcome == Committer::Outcome::Fenced;
+  if (outcome == Committer::Outcome::Conflict || fenced_) return false;
   refused_ = outcome == Committer::Outcome::Refused;
   if (outcome == Committer::Outcome::Committed) {
     stage_.block().committed.fetch_add(1, std::memory_order_relaxed);
@@ -137,21 +159,27 @@ bool Rollup::step() {
   claim_if_due();
   const int64_t now = now_mono_ms();
   const bool snapshot_due = now >= next_snapshot_ms_, status_due = now >= next_status_ms_;
-  if (!snapshot_due && !status_due) return true;
+  // The lease is renewed every third of its expiry whatever the snapshot interval, so that an
+  // interval longer than the lease does not let it lapse every period.
+  const bool lease_due = snapshot_due || now >= next_lease_ms_;
+  if (!lease_due && !status_due) return true;
   // One round trip for what every tick asks (lease renewal, minute versions, group figures), so
   // that an idle rollup wakes Redis and itself as little as it can; then the writes.
   const bool versions_too = snapshot_due && lease_.held();
-  if (snapshot_due) lease_.append_hold(conn_);
+  if (lease_due) lease_.append_hold(conn_);
   if (versions_too) snapshots_.append_versions(conn_);
   if (status_due) status_.append_groups(conn_);
   Reply lease_reply, versions, groups;
-  if (snapshot_due) lease_reply = conn_.read_reply();
+  if (lease_due) lease_reply = conn_.read_reply();
   if (versions_too) versions = conn_.read_reply();
   if (status_due) groups = conn_.read_reply();
+  if (lease_due) {
+    lease_.take_reply(conn_, lease_reply);
+    next_lease_ms_ = now + Lease::kRenewMs;
+  }
   if (snapshot_due) {
     // A lease just taken has no versions read yet: write() reads them itself.
-    if (lease_.take_reply(conn_, lease_reply) &&
-        snapshots_.write(conn_, false, versions_too ? &versions : nullptr) &&
+    if (lease_.held() && snapshots_.write(conn_, lease_, false, versions_too ? &versions : nullptr) &&
         now - last_trim_ms_ >= kTrimIntervalMs) {
       // The rebuild allocates and frees many small nodes (bucket replies, window maps); hand the
       // freed pages back now and then, or glibc keeps them and private RSS stays at its
@@ -182,12 +210,19 @@ int Rollup::run() {
     }
     if (!ensure_connected()) {
       if (conflict_at_start_) return abandon_segment(committer_.conflict_text());
+      if (segment_gone_) {
+        spdlog::error("Segment {} was removed or replaced under us; exiting", shm_path(seg_.name()));
+        return EXIT_FAILURE;
+      }
       break;
     }
     auto& bell = seg_.ingest().rollup_bell;
     const uint32_t seen = bell.load(std::memory_order_acquire);
     try {
-      if (!step()) return abandon_segment(committer_.conflict_text());
+      if (!step())
+        return fenced_ ? abandon_fenced(owner_.holder().empty() ? committer_.conflict_text()
+                                                                : owner_.holder())
+                       : abandon_segment(committer_.conflict_text());
       outage_.succeeded();
       if (refused_) {  // logged by the committer; counts kept, nothing acked
         sleep_unless_stopped(watchdog_bounded_ms(backoff_.next_delay_ms()));
@@ -208,7 +243,8 @@ int Rollup::run() {
       continue;
     }
     if (bell.load(std::memory_order_acquire) == seen) {
-      const int64_t until = std::min(next_snapshot_ms_, next_status_ms_) - now_mono_ms();
+      const int64_t until = std::min({next_snapshot_ms_, next_status_ms_, next_lease_ms_,
+                                      owner_.next_renewal_ms()}) - now_mono_ms();
       bell_wait(bell, seen, static_cast<int>(std::clamp<int64_t>(until, 1, 1000)));
     }
   }
@@ -225,8 +261,12 @@ void Rollup::finish() {
     return;
   }
   try {
-    committer_.commit(conn_);
-    if (lease_.hold(conn_)) snapshots_.write(conn_, true);
+    if (committer_.commit(conn_) == Committer::Outcome::Fenced) {
+      spdlog::warn("Stopped without a final commit: consumer name {} is held by another instance",
+                   cfg_.consumer);
+      return;
+    }
+    if (lease_.hold(conn_)) snapshots_.write(conn_, lease_, true);
     status_.write(conn_, lease_.held());
     lease_.release(conn_);  // another host may take over the snapshots at once
     spdlog::info("Stopped: committed up to {}, final snapshots written", committer_.committed().str());

@@ -6,6 +6,7 @@
 #include "committer.hpp"
 #include "config.hpp"
 #include "daemon.hpp"
+#include "owner.hpp"
 #include "redis.hpp"
 #include "shm.hpp"
 #include "snapshots.hpp"
@@ -26,6 +27,10 @@ class Rollup {
   // Our marker was moved by someone else: drop this segment so that all three stages start again
   // on a fresh one and ingest re-reads the pending list against the marker (DESIGN §5.5).
   int abandon_segment(const std::string& why);
+  // Another instance holds our consumer name (a commit was fenced, or a renewal found it taken):
+  // what this segment counted is the holder's to count from the pending list. Drop the segment;
+  // the restarted stages wait for the name.
+  int abandon_fenced(const std::string& why);
 
   const Config& cfg_;
   Segment& seg_;
@@ -38,11 +43,15 @@ class Rollup {
   StatusWriter status_;
   Claimer claimer_;
   Lease lease_;
+  Ownership owner_;
   StatusLine status_line_{seg_};
   int64_t next_claim_ms_ = 0;
   bool started_ = false;
   bool ready_sent_ = false;
   bool conflict_at_start_ = false;
+  bool fenced_ = false;        // step() failed because another instance holds the name
+  bool segment_gone_ = false;  // the segment was removed while waiting for the name
+  int64_t next_lease_ms_ = 0;
   int64_t next_snapshot_ms_ = 0;
   int64_t next_status_ms_ = 0;
   uint64_t ingest_read_at_commit_ = 0;     // ingest's entries-read counter at our last commit

@@ -133,10 +133,10 @@ std::vector<WindowCounts> windows_from(const std::map<int64_t, MinuteCounts>& mi
   return out;
 }
 
-Lease::Lease(const Config& cfg) : cfg_(cfg), key_(cfg.key_prefix + "lease") {}
+Lease::Lease(const Config& cfg, const std::string& instance_token)
+    : cfg_(cfg), key_(cfg.key_prefix + "lease"), value_(cfg.consumer + " " + instance_token) {}
 
 namespace {
-constexpr int kLeaseMs = 3000;  // a dead holder's lease lapses within this
 const char* const kLeaseScript = R"LUA(#!lua
 local cur = redis.call('GET', KEYS[1])
 if cur == ARGV[1] then redis.call('PEXPIRE', KEYS[1], ARGV[2]) return 1 end
@@ -147,10 +147,29 @@ const char* const kReleaseScript = R"LUA(#!lua
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 )LUA";
+// The snapshot replace, fenced by the lease. KEYS[1]: the lease; KEYS[2..]: the snapshot keys.
+// ARGV[1]: our lease value; then commands, each as its argument count and its arguments (DEL,
+// HSET, ZADD, EXPIRE of KEYS[2..]). Nothing is written unless the lease holds our value. Like
+// EXEC, a refused command does not stop the others; the first error is returned.
+const char* const kReplaceScript = R"LUA(#!lua
+local cur = redis.call('GET', KEYS[1])
+if cur ~= ARGV[1] then
+  return redis.error_reply('P35LEASE the snapshot lease is held by ' .. (cur or 'nobody (expired)'))
+end
+local i, first = 2, nil
+while i <= #ARGV do
+  local n = tonumber(ARGV[i])
+  local r = redis.pcall(unpack(ARGV, i + 1, i + n))
+  if type(r) == 'table' and r.err and not first then first = r.err end
+  i = i + n + 1
+end
+if first then return redis.error_reply(first) end
+return 1
+)LUA";
 }  // namespace
 
 void Lease::append_hold(Connection& conn) {
-  conn.append({"EVAL", kLeaseScript, "1", key_, cfg_.consumer, std::to_string(kLeaseMs)});
+  conn.append({"EVAL", kLeaseScript, "1", key_, value_, std::to_string(kMs)});
 }
 
 bool Lease::hold(Connection& conn) {
@@ -167,9 +186,15 @@ bool Lease::take_reply(Connection& conn, const Reply& r) {
   return held_;
 }
 
+void Lease::lost(std::string_view message) {
+  held_ = false;
+  spdlog::warn("Failed to replace the snapshots: {} (this host paused past its lease?); nothing "
+               "written, the newer holder's snapshots stay", message);
+}
+
 void Lease::release(Connection& conn) {
   if (!held_) return;
-  conn.command({"EVAL", kReleaseScript, "1", key_, cfg_.consumer});
+  conn.command({"EVAL", kReleaseScript, "1", key_, value_});
   held_ = false;
 }
 
@@ -277,7 +302,7 @@ void SnapshotWriter::refresh_minutes(Connection& conn, int64_t now_minute, const
   }
 }
 
-bool SnapshotWriter::write(Connection& conn, bool force, const Reply* versions) {
+bool SnapshotWriter::write(Connection& conn, Lease& lease, bool force, const Reply* versions) {
   const int64_t now_ms = now_unix_ms();
   const int64_t minute = now_ms / 60000;
   bool changed = force || dirty_ || minute != last_minute_ || now_ms - last_write_ms_ >= kRefreshMs;
@@ -291,65 +316,70 @@ bool SnapshotWriter::write(Connection& conn, bool force, const Reply* versions) 
     throw error_from_reply("read the minute versions", versions->str(), conn.options().username);
   refresh_minutes(conn, minute, *versions, changed);
   if (!changed) return false;  // nothing a reader could see has changed
-  replace_keys(conn, windows_from(minutes_, minute));
+  if (!replace_keys(conn, lease, windows_from(minutes_, minute))) return false;
   dirty_ = false;
   last_minute_ = minute;
   last_write_ms_ = now_ms;
   return true;
 }
 
-void SnapshotWriter::replace_keys(Connection& conn, const std::vector<WindowCounts>& windows) {
+bool SnapshotWriter::replace_keys(Connection& conn, Lease& lease,
+                                  const std::vector<WindowCounts>& windows) {
   const std::string ttl = std::to_string(cfg_.snapshot_ttl_s);
   const std::string& p = cfg_.key_prefix;
-  size_t sent = 0;
-  conn.append({"MULTI"});
-  ++sent;
+  CommandArgs keys, cmds;
+  const auto cmd = [&](std::initializer_list<std::string_view> parts) {
+    cmds.add(static_cast<long long>(parts.size()));
+    for (const std::string_view s : parts) cmds.add(s);
+  };
+  const auto cmd_args = [&](const CommandArgs& c) {
+    cmds.add(static_cast<long long>(c.size()));
+    for (size_t i = 0; i < c.size(); ++i) cmds.add(c.at(i));
+  };
   for (size_t k = 0; k < keys::kWindows.size(); ++k) {
     const auto& w = windows[k];
     const std::string dkey = keys::decision_counts(p, keys::kWindows[k].name);
     CommandArgs h{"HSET", dkey};
     for (const auto& [d, c] : w.decisions) h.add(d).add(static_cast<long long>(c));
-    conn.append({"DEL", dkey});
-    conn.append(h);
-    conn.append({"EXPIRE", dkey, ttl});
-    sent += 3;
+    keys.add(dkey);
+    cmd({"DEL", dkey});
+    cmd_args(h);
+    cmd({"EXPIRE", dkey, ttl});
     const std::string rkey = keys::reason_top(p, keys::kWindows[k].name);
-    conn.append({"DEL", rkey});
-    ++sent;
+    keys.add(rkey);
+    cmd({"DEL", rkey});
     const auto& top = w.top_reasons;
     if (!top.empty()) {
       CommandArgs z{"ZADD", rkey};
       for (const auto& [r, c] : top) z.add(static_cast<long long>(c)).add(r);
-      conn.append(z);
-      conn.append({"EXPIRE", rkey, ttl});
-      sent += 2;
+      cmd_args(z);
+      cmd({"EXPIRE", rkey, ttl});
     }
     if (keys::kWindows[k].minutes == 5) {
       const std::string ukey = keys::unknown_top_5m(p);
-      conn.append({"DEL", ukey});
-      ++sent;
+      keys.add(ukey);
+      cmd({"DEL", ukey});
       if (!w.unknown_members.empty()) {
         CommandArgs z{"ZADD", ukey};
         for (const auto& [m, c] : w.unknown_members) z.add(static_cast<long long>(c)).add(m);
-        conn.append(z);
-        conn.append({"EXPIRE", ukey, ttl});
-        sent += 2;
+        cmd_args(z);
+        cmd({"EXPIRE", ukey, ttl});
       }
     }
   }
-  conn.append({"EXEC"});
-  ++sent;
-  std::string error;
-  for (size_t i = 0; i < sent; ++i) {
-    const Reply r = conn.read_reply();
-    if (r.is_error() && error.empty()) error = std::string(r.str());
-    if (i + 1 == sent && r.is_array())
-      for (size_t j = 0; j < r.size(); ++j)
-        if (r.element(j)->type == REDIS_REPLY_ERROR && error.empty()) error = reply_str(r.element(j));
-    if (i + 1 == sent && r.is_nil() && error.empty()) error = "EXEC aborted";
+  CommandArgs a{"EVAL", kReplaceScript};
+  a.add(static_cast<long long>(keys.size() + 1)).add(lease.key());
+  for (size_t i = 0; i < keys.size(); ++i) a.add(keys.at(i));
+  a.add(lease.value());
+  for (size_t i = 0; i < cmds.size(); ++i) a.add(cmds.at(i));
+  conn.append(a);
+  const Reply r = conn.read_reply();
+  if (r.is_error() && r.str().rfind("P35LEASE", 0) == 0) {
+    lease.lost(r.str());
+    return false;
   }
-  if (!error.empty())
-    throw error_from_reply("replace the snapshots", error, conn.options().username);
+  if (r.is_error()) throw error_from_reply("replace the snapshots", r.str(), conn.options().username);
+  return true;
 }
 
 void StatusWriter::append_groups(Connection& conn) { conn.append({"XINFO", "GROUPS", cfg_.stream}); }

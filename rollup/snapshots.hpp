@@ -62,21 +62,31 @@ struct MinuteCounts {
 std::vector<WindowCounts> windows_from(const std::map<int64_t, MinuteCounts>& minutes,
                                        int64_t now_minute);
 
-// The snapshot lease (DESIGN §7): one host computes the global snapshots. A key with an expiry,
-// renewed by its holder each second, taken by another host once it expired.
+// The snapshot lease (DESIGN §7): one host computes the global snapshots. A key with an expiry
+// (kMs), renewed by its holder every kRenewMs on a schedule of its own (not the snapshot
+// interval), taken by another host once it expired. Its value, the consumer name and this
+// instance's token, is the fencing token of the snapshot replace: a holder that paused past its
+// lease and resumed finds the replace refused instead of overwriting the newer holder's snapshots.
 class Lease {
  public:
-  explicit Lease(const Config& cfg);
+  static constexpr int kMs = 3000;            // a dead holder's lease lapses within this
+  static constexpr int kRenewMs = kMs / 3;    // renewal period, whatever the snapshot interval
+  Lease(const Config& cfg, const std::string& instance_token);
   bool hold(Connection& conn);  // acquire or renew; true while we hold it
   // The same in two halves, to pipeline the renewal with other commands.
   void append_hold(Connection& conn);
   bool take_reply(Connection& conn, const Reply& reply);
   void release(Connection& conn);
+  // The snapshot replace was refused: the lease is someone else's (`message`: Redis's words).
+  void lost(std::string_view message);
   bool held() const { return held_; }
+  const std::string& key() const { return key_; }
+  const std::string& value() const { return value_; }
 
  private:
   const Config& cfg_;
   std::string key_;
+  std::string value_;
   bool held_ = false;
 };
 
@@ -87,14 +97,16 @@ class SnapshotWriter {
   // bumped by every commit) and rewrites every snapshot key when a bucket or the minute changed
   // (or every 10 minutes to refresh TTLs). Returns true if it wrote.
   // `versions`: the reply to append_versions() when the caller pipelined it, else nullptr.
-  bool write(Connection& conn, bool force, const Reply* versions = nullptr);
+  // The replace runs only while `lease` is still ours in Redis (checked in the same script); a
+  // refusal tells the lease it was lost and returns false.
+  bool write(Connection& conn, Lease& lease, bool force, const Reply* versions = nullptr);
   void append_versions(Connection& conn);
   // After each successful commit of this host: apply its deltas to the cached minutes.
   void note_commit(const std::vector<MinuteDelta>& minutes);
 
  private:
   void refresh_minutes(Connection& conn, int64_t now_minute, const Reply& versions, bool& changed);
-  void replace_keys(Connection& conn, const std::vector<WindowCounts>& windows);
+  bool replace_keys(Connection& conn, Lease& lease, const std::vector<WindowCounts>& windows);
 
   const Config& cfg_;
   Segment& seg_;

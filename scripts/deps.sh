@@ -10,6 +10,7 @@ P35_PACKAGES=(
   systemd-container  # scripts/systemd_test.sh: systemd-nspawn boots the host's systemd as a container
   clang libclang-rt-14-dev llvm  # fuzz/: clang++, libclang_rt.fuzzer (-fsanitize=fuzzer), llvm-symbolizer
   prometheus  # promtool: check metrics (test_inspect), check rules and test rules (tests/meson.build)
+  gdb  # tests/test_owner: holds a lease holder at its snapshot replace (the pause race, exactly)
 )
 
 p35_install_packages() {
