@@ -108,20 +108,22 @@ bool Rollup::step() {
   const int64_t now = now_mono_ms();
   const bool snapshot_due = now >= next_snapshot_ms_, status_due = now >= next_status_ms_;
   if (!snapshot_due && !status_due) return true;
-  // One round trip for what every tick asks (lease renewal, minute versions, group figures), so
-  // that an idle rollup wakes Redis and itself as little as it can; then the writes.
-  const bool versions_too = snapshot_due && lease_.held();
+  // One round trip for what every tick asks (lease renewal, Redis TIME and the minute versions,
+  // group figures), so that an idle rollup wakes Redis and itself as little as it can; then the
+  // writes.
+  const bool inputs_too = snapshot_due && lease_.held();
   if (snapshot_due) lease_.append_hold(conn_);
-  if (versions_too) snapshots_.append_versions(conn_);
+  if (inputs_too) snapshots_.append_inputs(conn_);
   if (status_due) status_.append_groups(conn_);
-  Reply lease_reply, versions, groups;
+  Reply lease_reply, groups;
+  SnapshotInputs inputs;
   if (snapshot_due) lease_reply = conn_.read_reply();
-  if (versions_too) versions = conn_.read_reply();
+  if (inputs_too) inputs = snapshots_.read_inputs(conn_);
   if (status_due) groups = conn_.read_reply();
   if (snapshot_due) {
-    // A lease just taken has no versions read yet: write() reads them itself.
+    // A lease just taken has no inputs read yet: write() reads them itself.
     if (lease_.take_reply(conn_, lease_reply) &&
-        snapshots_.write(conn_, false, versions_too ? &versions : nullptr) &&
+        snapshots_.write(conn_, false, inputs_too ? &inputs : nullptr) &&
         now - last_trim_ms_ >= kTrimIntervalMs) {
       // The rebuild allocates and frees many small nodes (bucket replies, window maps); hand the
       // freed pages back now and then, or glibc keeps them and private RSS stays at its
