@@ -15,6 +15,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <ctime>
 #include <fmt/format.h>
 #include <spdlog/spdlog.h>
 #include <thread>
@@ -48,6 +49,12 @@ int64_t now_mono_ms() {
   return std::chrono::duration_cast<std::chrono::milliseconds>(
              std::chrono::steady_clock::now().time_since_epoch())
       .count();
+}
+
+int64_t now_boot_ms() {
+  timespec ts{};
+  ::clock_gettime(CLOCK_BOOTTIME, &ts);
+  return int64_t{ts.tv_sec} * 1000 + ts.tv_nsec / 1000000;
 }
 
 void install_stop_signals() {
@@ -126,7 +133,7 @@ StageHandle::StageHandle(Segment& seg, shm::StageId id) : seg_(seg), block_(seg.
   block_.pid.store(static_cast<uint64_t>(getpid()), std::memory_order_relaxed);
   block_.start_unix_ms.store(now_unix_ms(), std::memory_order_relaxed);
   block_.starts.fetch_add(1, std::memory_order_relaxed);
-  block_.outage_since_unix_ms.store(0, std::memory_order_relaxed);
+  block_.outage_since_boot_ms.store(0, std::memory_order_relaxed);
   set_state(shm::StageState::Starting);
   heartbeat();
 }
@@ -137,14 +144,16 @@ void StageHandle::set_state(shm::StageState s) {
   block_.state.store(static_cast<uint32_t>(s), std::memory_order_relaxed);
 }
 
+// Paced by the monotonic clock: with wall time, a step back of the clock stopped the heartbeat,
+// systemd's WATCHDOG=1 and the link check for the length of the step.
 bool StageHandle::heartbeat() {
-  const int64_t now = now_unix_ms();
-  if (now - last_beat_ms_ >= 100) {
-    block_.heartbeat_unix_ms.store(now, std::memory_order_relaxed);
+  const int64_t now = now_mono_ms();
+  if (last_beat_ms_ == 0 || now - last_beat_ms_ >= 100) {
+    block_.heartbeat_boot_ms.store(now_boot_ms(), std::memory_order_relaxed);
     notify_watchdog();
     last_beat_ms_ = now;
   }
-  if (now - last_link_check_ms_ >= 1000) {
+  if (last_link_check_ms_ == 0 || now - last_link_check_ms_ >= 1000) {
     last_link_check_ms_ = now;
     if (!seg_.still_linked()) return false;
   }
@@ -157,21 +166,21 @@ void OutageTracker::failed(std::string_view doing, const std::exception& e) {
     spdlog::debug("Still failing to {} ({}): {}", doing, what_, e.what());
     return;
   }
-  since_ms_ = now_unix_ms();
+  since_ms_ = now_mono_ms();
   spdlog::warn("Failed to {} ({}): {}; retrying with backoff, counts are kept", doing, what_,
                e.what());
   if (block_ != nullptr) {
     block_->outages.fetch_add(1, std::memory_order_relaxed);
-    block_->outage_since_unix_ms.store(since_ms_, std::memory_order_relaxed);
+    block_->outage_since_boot_ms.store(now_boot_ms(), std::memory_order_relaxed);
   }
 }
 
 void OutageTracker::succeeded() {
   if (since_ms_ == 0) return;
   spdlog::info("Redis answers again ({}) after an outage of {} ms", what_,
-               now_unix_ms() - since_ms_);
+               now_mono_ms() - since_ms_);
   since_ms_ = 0;
-  if (block_ != nullptr) block_->outage_since_unix_ms.store(0, std::memory_order_relaxed);
+  if (block_ != nullptr) block_->outage_since_boot_ms.store(0, std::memory_order_relaxed);
 }
 
 void sleep_unless_stopped(int ms) {

@@ -12,8 +12,14 @@
 
 namespace p35 {
 
+// Three clocks, each for what it can answer. Wall time (CLOCK_REALTIME) steps when the host's time
+// is set: it is only for timestamps a person reads (status, logs). Anything paced or timed within
+// one process (heartbeat pacing, watchdog, link check, intervals, backoff, lingers) uses the
+// monotonic clock. An age that one process stamps and another reads (the stage blocks' heartbeat
+// and outage start) uses CLOCK_BOOTTIME: monotonic too, and the same for every process on the host.
 int64_t now_unix_ms();
 int64_t now_mono_ms();
+int64_t now_boot_ms();
 
 // SIGTERM/SIGINT set a flag and wake the stage at once (see below); SIGPIPE is ignored.
 void install_stop_signals();

@@ -134,7 +134,9 @@ enum class StageState : uint32_t {
 struct alignas(kCacheLine) StageBlock {
   std::atomic<uint64_t> pid;
   std::atomic<int64_t> start_unix_ms;
-  std::atomic<int64_t> heartbeat_unix_ms;
+  // CLOCK_BOOTTIME, not wall time: the age other processes compute must not jump with a step of
+  // the host's clock (a live stage looking dead, or a dead one alive). Since layout version 5.
+  std::atomic<int64_t> heartbeat_boot_ms;
   std::atomic<uint32_t> state;     // StageState
   std::atomic<uint32_t> starts;    // how many times a process attached as this stage
   std::atomic<uint64_t> read;      // entries read from Redis (ingest)
@@ -144,7 +146,7 @@ struct alignas(kCacheLine) StageBlock {
   std::atomic<uint64_t> waits;     // backpressure waits (ingest), seqlock retries (rollup)
   std::atomic<uint64_t> redis_errors;
   std::atomic<uint64_t> outages;
-  std::atomic<int64_t> outage_since_unix_ms;  // 0 when Redis answers
+  std::atomic<int64_t> outage_since_boot_ms;  // CLOCK_BOOTTIME; 0 when Redis answers
   std::atomic<uint64_t> batches;
   std::atomic<uint64_t> skipped;   // already-counted IDs skipped after a restart (ingest)
   std::atomic<uint64_t> conflicts; // marker CAS failures (rollup); group re-created (ingest)

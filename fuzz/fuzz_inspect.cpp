@@ -47,7 +47,7 @@ void write_segment(const uint8_t* bytes, size_t size) {
 void inspect_once() {
   try {
     const p35::Segment seg = p35::Segment::open_readonly(segment_name());
-    const p35::inspect::Snapshot snap = p35::inspect::take(seg, kWindowMinutes, kNowMs);
+    const p35::inspect::Snapshot snap = p35::inspect::take(seg, kWindowMinutes, kNowMs, kNowMs);
     (void)p35::inspect::render_text(snap, kWindowMinutes);
     (void)p35::inspect::render_prometheus(snap);
     const std::string json = p35::inspect::render_json(snap);

@@ -17,8 +17,8 @@ namespace {
 
 constexpr uint64_t kOpShift = 56;
 constexpr uint64_t kOffsetMask = (uint64_t{1} << kOpShift) - 1;
-// A minute whose slot may be recycled must be this far behind the current minute: the 60-minute
-// window plus a margin for rollup's clock reading a moment earlier.
+// A minute whose slot may be recycled must be this far behind the current minute (ingest's, never
+// behind the entry's ID time: ingest.cpp): the 60-minute window plus a margin.
 constexpr int64_t kRecycleAgeMinutes = 62;
 constexpr size_t kMaxOpsPerEntry = 24;
 // Reads of rollup's `committed` after each batch: a live rollup holds its lock odd for a few

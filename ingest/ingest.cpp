@@ -32,7 +32,21 @@ if #last == 0 then return '0-0' end
 return last[1][1]
 )LUA";
 
-int64_t wall_minute() { return now_unix_ms() / 60000; }
+// "Now" for Counter::add's slot recycling: the wall clock, but never behind the entry's ID time.
+// The ID was stamped by Redis's clock (the one rollup's window uses, Redis TIME), and the minute
+// counted is the event time's, which normalize() keeps within [ID - 48 h, ID + 5 min]. So the
+// entry's minute is never more than 5 minutes ahead of this "now", and its ring slot (which must
+// hold a minute 62 behind "now" to be recycled) is always old enough with the default 128 slots:
+// a step back of our clock (the producer's and Redis's being right) no longer holds ingest up
+// until the wall clock catches up. A step forward lets committed slots be recycled earlier; with
+// minutes bounded by ID time, a ring slot is only ever wanted by a minute 128 later, and the late
+// lane holds only minutes over 120 behind the newest, so nothing the hour still needs is recycled
+// (and recycling needs the slot committed: the buckets never lose a count either way). The wall
+// clock stays in the maximum for explicit IDs that are not times and for small rings (64..66),
+// where an event up to 5 minutes ahead waits for a minute to pass.
+int64_t recycle_now_minute(StreamId id) {
+  return std::max(now_unix_ms(), static_cast<int64_t>(id.ms)) / 60000;
+}
 }  // namespace
 
 Ingest::Ingest(const Config& cfg, Segment& seg)
@@ -255,7 +269,7 @@ size_t Ingest::read_once() {
 }
 
 bool Ingest::add_waiting(StreamId id, const Normalized* msg) {
-  if (counter_.add(id, msg, wall_minute()) == Counter::Result::Done) return true;
+  if (counter_.add(id, msg, recycle_now_minute(id)) == Counter::Result::Done) return true;
   // No room: publish what we have so rollup/ackd can free space, then sleep on our bell.
   counter_.flush();
   auto& block = stage_.block();
@@ -267,7 +281,7 @@ bool Ingest::add_waiting(StreamId id, const Normalized* msg) {
   for (;;) {
     auto& bell = seg_.ingest().ingest_bell;
     const uint32_t seen = bell.load(std::memory_order_acquire);
-    if (counter_.add(id, msg, wall_minute()) == Counter::Result::Done) break;
+    if (counter_.add(id, msg, recycle_now_minute(id)) == Counter::Result::Done) break;
     if (stop_requested() || !stage_.heartbeat()) return false;
     if (now_mono_ms() - logged_ms > 60000) {
       spdlog::warn("Waiting for space: {} (entry {})", counter_.last_wait_reason(), id.str());

@@ -80,7 +80,7 @@ int64_t age_ms(int64_t now_ms, int64_t then_ms) {
   return __builtin_sub_overflow(now_ms, then_ms, &age) ? -1 : age;
 }
 
-StageView stage_view(const Segment& seg, shm::StageId id, int64_t now_ms) {
+StageView stage_view(const Segment& seg, shm::StageId id, int64_t now_ms, int64_t now_boot_ms) {
   auto& b = seg.stage(id);
   StageView v;
   v.name = stage_name(id);
@@ -89,9 +89,10 @@ StageView stage_view(const Segment& seg, shm::StageId id, int64_t now_ms) {
   // A pid beyond pid_t would wrap to -1 or 0, which kill() reads as "every process" or "our group".
   v.alive = v.pid > 0 && v.pid <= uint64_t{INT32_MAX} &&
             (::kill(static_cast<pid_t>(v.pid), 0) == 0 || errno == EPERM);
-  const int64_t heartbeat_ms = b.heartbeat_unix_ms.load();
-  v.heartbeat_age_ms = heartbeat_ms == 0 ? -1 : age_ms(now_ms, heartbeat_ms);
-  v.heartbeat_unix_ms = heartbeat_ms;
+  const int64_t heartbeat_ms = b.heartbeat_boot_ms.load();
+  v.heartbeat_age_ms = heartbeat_ms == 0 ? -1 : age_ms(now_boot_ms, heartbeat_ms);
+  // Prometheus wants timestamps: the boot-clock reading placed on the wall clock of this moment.
+  v.heartbeat_unix_ms = heartbeat_ms == 0 ? 0 : now_ms - v.heartbeat_age_ms;
   v.start_unix_ms = b.start_unix_ms.load();
   v.state_code = b.state.load();
   v.state = v.alive ? state_name(v.state_code) : "dead";
@@ -106,9 +107,9 @@ StageView stage_view(const Segment& seg, shm::StageId id, int64_t now_ms) {
   v.skipped = ld(b.skipped);
   v.conflicts = ld(b.conflicts);
   v.batches = ld(b.batches);
-  const int64_t since = b.outage_since_unix_ms.load();
-  v.outage_since_unix_ms = since;
-  v.outage_ms = since == 0 ? 0 : age_ms(now_ms, since);
+  const int64_t since = b.outage_since_boot_ms.load();
+  v.outage_ms = since == 0 ? 0 : age_ms(now_boot_ms, since);
+  v.outage_since_unix_ms = since == 0 ? 0 : now_ms - v.outage_ms;
   if (v.alive && b.state.load() == static_cast<uint32_t>(shm::StageState::WaitingName))
     v.name_holder = load_text(b.holder_text, std::size(b.holder_text));
   return v;
@@ -172,7 +173,7 @@ size_t utf8_char_bytes(std::string_view s, size_t i) {
   return n;
 }
 
-Snapshot take(const Segment& seg, int window_minutes, int64_t now_ms) {
+Snapshot take(const Segment& seg, int window_minutes, int64_t now_ms, int64_t now_boot_ms) {
   Snapshot s;
   const auto& h = seg.header();
   s.name = seg.name();
@@ -183,7 +184,7 @@ Snapshot take(const Segment& seg, int window_minutes, int64_t now_ms) {
   s.created_unix_ms = h.created_unix_ms;
   s.caps = h.caps;
   for (uint32_t i = 0; i < shm::kStageCount; ++i)
-    s.stages.push_back(stage_view(seg, static_cast<shm::StageId>(i), now_ms));
+    s.stages.push_back(stage_view(seg, static_cast<shm::StageId>(i), now_ms, now_boot_ms));
   s.counted = try_read_id(seg.ingest().counted_pub);
   s.committed = try_read_id(seg.rollup().committed);
   s.acked = try_read_id(seg.ackd().acked);

@@ -62,8 +62,9 @@ struct Snapshot {
   uint64_t strings_used = 0;
 };
 
-// Reads everything once; never writes, never waits on a writer for long.
-Snapshot take(const Segment& seg, int window_minutes, int64_t now_unix_ms);
+// Reads everything once; never writes, never waits on a writer for long. now_unix_ms places the
+// window; now_boot_ms (CLOCK_BOOTTIME, the stages' clock for heartbeats and outages) gives ages.
+Snapshot take(const Segment& seg, int window_minutes, int64_t now_unix_ms, int64_t now_boot_ms);
 
 std::string render_text(const Snapshot& s, int window_minutes);
 std::string render_json(const Snapshot& s);

@@ -25,7 +25,8 @@ struct Rendered {
 Rendered render_once(const std::string& name, const std::string& format, int window_minutes) {
   try {
     const auto seg = p35::Segment::open_readonly(name);
-    const auto snap = p35::inspect::take(seg, window_minutes, p35::now_unix_ms());
+    const auto snap = p35::inspect::take(seg, window_minutes, p35::now_unix_ms(),
+                                         p35::now_boot_ms());
     if (format == "json") return {p35::inspect::render_json(snap)};
     if (format == "prometheus") return {p35::inspect::render_prometheus(snap)};
     return {p35::inspect::render_text(snap, window_minutes)};

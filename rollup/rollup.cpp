@@ -163,23 +163,25 @@ bool Rollup::step() {
   // interval longer than the lease does not let it lapse every period.
   const bool lease_due = snapshot_due || now >= next_lease_ms_;
   if (!lease_due && !status_due) return true;
-  // One round trip for what every tick asks (lease renewal, minute versions, group figures), so
-  // that an idle rollup wakes Redis and itself as little as it can; then the writes.
-  const bool versions_too = snapshot_due && lease_.held();
+  // One round trip for what every tick asks (lease renewal, Redis TIME and the minute versions,
+  // group figures), so that an idle rollup wakes Redis and itself as little as it can; then the
+  // writes.
+  const bool inputs_too = snapshot_due && lease_.held();
   if (lease_due) lease_.append_hold(conn_);
-  if (versions_too) snapshots_.append_versions(conn_);
+  if (inputs_too) snapshots_.append_inputs(conn_);
   if (status_due) status_.append_groups(conn_);
-  Reply lease_reply, versions, groups;
+  Reply lease_reply, groups;
+  SnapshotInputs inputs;
   if (lease_due) lease_reply = conn_.read_reply();
-  if (versions_too) versions = conn_.read_reply();
+  if (inputs_too) inputs = snapshots_.read_inputs(conn_);
   if (status_due) groups = conn_.read_reply();
   if (lease_due) {
     lease_.take_reply(conn_, lease_reply);
     next_lease_ms_ = now + Lease::kRenewMs;
   }
   if (snapshot_due) {
-    // A lease just taken has no versions read yet: write() reads them itself.
-    if (lease_.held() && snapshots_.write(conn_, lease_, false, versions_too ? &versions : nullptr) &&
+    // A lease just taken has no inputs read yet: write() reads them itself.
+    if (lease_.held() && snapshots_.write(conn_, lease_, false, inputs_too ? &inputs : nullptr) &&
         now - last_trim_ms_ >= kTrimIntervalMs) {
       // The rebuild allocates and frees many small nodes (bucket replies, window maps); hand the
       // freed pages back now and then, or glibc keeps them and private RSS stays at its

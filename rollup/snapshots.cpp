@@ -1,4 +1,4 @@
-// Window snapshots and the status hash, computed from the committed shadow and the stage blocks.
+// Window snapshots (from the Redis buckets, placed by Redis TIME) and the status hash.
 #include "snapshots.hpp"
 
 #include <hiredis/hiredis.h>
@@ -223,8 +223,23 @@ int64_t to_int(std::string_view s) {
 
 }  // namespace
 
-void SnapshotWriter::append_versions(Connection& conn) {
+int64_t redis_time_ms(Connection& conn, const Reply& time) {
+  if (time.is_error()) throw error_from_reply("read Redis's clock (TIME)", time.str(), conn.options().username);
+  if (!time.is_array() || time.size() != 2)
+    throw RedisError(RedisErrorKind::Protocol, "Failed to read Redis's clock: TIME did not answer two numbers");
+  return to_int(reply_str(time.element(0))) * 1000 + to_int(reply_str(time.element(1))) / 1000;
+}
+
+void SnapshotWriter::append_inputs(Connection& conn) {
+  conn.append({"TIME"});
   conn.append({"HGETALL", bucket_versions_key(cfg_.key_prefix)});
+}
+
+SnapshotInputs SnapshotWriter::read_inputs(Connection& conn) {
+  SnapshotInputs in;
+  in.time = conn.read_reply();
+  in.versions = conn.read_reply();
+  return in;
 }
 
 void SnapshotWriter::note_commit(const std::vector<MinuteDelta>& minutes) {
@@ -302,19 +317,23 @@ void SnapshotWriter::refresh_minutes(Connection& conn, int64_t now_minute, const
   }
 }
 
-bool SnapshotWriter::write(Connection& conn, Lease& lease, bool force, const Reply* versions) {
-  const int64_t now_ms = now_unix_ms();
-  const int64_t minute = now_ms / 60000;
-  bool changed = force || dirty_ || minute != last_minute_ || now_ms - last_write_ms_ >= kRefreshMs;
-  Reply fetched;
-  if (versions == nullptr) {
-    append_versions(conn);
-    fetched = conn.read_reply();
-    versions = &fetched;
+bool SnapshotWriter::write(Connection& conn, Lease& lease, bool force, const SnapshotInputs* inputs) {
+  SnapshotInputs fetched;
+  if (inputs == nullptr) {
+    append_inputs(conn);
+    fetched = read_inputs(conn);
+    inputs = &fetched;
   }
-  if (versions->is_error())
-    throw error_from_reply("read the minute versions", versions->str(), conn.options().username);
-  refresh_minutes(conn, minute, *versions, changed);
+  const int64_t now_ms = redis_time_ms(conn, inputs->time);
+  const int64_t minute = now_ms / 60000;
+  // Redis's clock can be set too: a step of it rewrites the snapshots at once (minute changed) and
+  // a step back must not postpone the TTL refresh (hence the absolute difference).
+  bool changed = force || dirty_ || minute != last_minute_ ||
+                 std::llabs(now_ms - last_write_ms_) >= kRefreshMs;
+  const Reply& versions = inputs->versions;
+  if (versions.is_error())
+    throw error_from_reply("read the minute versions", versions.str(), conn.options().username);
+  refresh_minutes(conn, minute, versions, changed);
   if (!changed) return false;  // nothing a reader could see has changed
   if (!replace_keys(conn, lease, windows_from(minutes_, minute))) return false;
   dirty_ = false;
@@ -385,7 +404,9 @@ bool SnapshotWriter::replace_keys(Connection& conn, Lease& lease,
 void StatusWriter::append_groups(Connection& conn) { conn.append({"XINFO", "GROUPS", cfg_.stream}); }
 
 void StatusWriter::write(Connection& conn, bool global, const Reply* groups_reply) {
-  const int64_t now_ms = now_unix_ms();
+  const int64_t now_ms = now_unix_ms();     // the status timestamps a person reads
+  const int64_t now_boot = now_boot_ms();   // heartbeat ages: the stages' CLOCK_BOOTTIME
+  const int64_t now_mono = now_mono_ms();   // the rates' interval
   auto& ing = seg_.stage(shm::StageId::Ingest);
   auto& rol = seg_.stage(shm::StageId::Rollup);
   auto& ack = seg_.stage(shm::StageId::Ackd);
@@ -415,7 +436,7 @@ void StatusWriter::write(Connection& conn, bool global, const Reply* groups_repl
     if (ours) pending = gp, lag = gl;
   }
   const uint64_t counted = ld(ing.counted), acked = ld(ack.acked);
-  const double dt = last_ms_ == 0 ? 0.0 : static_cast<double>(now_ms - last_ms_) / 1000.0;
+  const double dt = last_ms_ == 0 ? 0.0 : static_cast<double>(now_mono - last_ms_) / 1000.0;
   const auto rate = [&](uint64_t now, uint64_t before) {
     return dt <= 0 ? std::string("0") : fmt::format("{:.1f}", static_cast<double>(now - before) / dt);
   };
@@ -432,7 +453,7 @@ void StatusWriter::write(Connection& conn, bool global, const Reply* groups_repl
     a.add(std::string(name) + "_pid").add(static_cast<long long>(pid));
     a.add(std::string(name) + "_alive").add(alive ? "1" : "0");
     a.add(std::string(name) + "_state").add(state_name(b.state.load()));
-    a.add(std::string(name) + "_heartbeat_age_ms").add(static_cast<long long>(now_ms - b.heartbeat_unix_ms.load()));
+    a.add(std::string(name) + "_heartbeat_age_ms").add(static_cast<long long>(now_boot - b.heartbeat_boot_ms.load()));
     a.add(std::string(name) + "_starts").add(static_cast<long long>(b.starts.load()));
     a.add(std::string(name) + "_redis_errors").add(static_cast<long long>(ld(b.redis_errors)));
     a.add(std::string(name) + "_outages").add(static_cast<long long>(ld(b.outages)));
@@ -480,7 +501,7 @@ void StatusWriter::write(Connection& conn, bool global, const Reply* groups_repl
   if (!error.empty()) throw error_from_reply("write the status hash", error, conn.options().username);
   last_counted_ = counted;
   last_acked_ = acked;
-  last_ms_ = now_ms;
+  last_ms_ = now_mono;
 }
 
 }  // namespace p35

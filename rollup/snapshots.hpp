@@ -90,17 +90,29 @@ class Lease {
   bool held_ = false;
 };
 
+// What a snapshot write reads first: Redis's clock and the minute versions. The window's "now" is
+// Redis TIME, not this host's clock: every lease holder then places the hour alike, and a step of
+// a host's clock does not move the window (DESIGN §7).
+struct SnapshotInputs {
+  Reply time;
+  Reply versions;
+};
+
+// Redis TIME's reply in milliseconds since the epoch; throws on anything else.
+int64_t redis_time_ms(Connection& conn, const Reply& time);
+
 class SnapshotWriter {
  public:
   SnapshotWriter(const Config& cfg, Segment& seg) : cfg_(cfg), seg_(seg) {}
   // Reads the buckets of the last hour that changed since the last call (their versions are
   // bumped by every commit) and rewrites every snapshot key when a bucket or the minute changed
   // (or every 10 minutes to refresh TTLs). Returns true if it wrote.
-  // `versions`: the reply to append_versions() when the caller pipelined it, else nullptr.
+  // `inputs`: the replies to append_inputs() when the caller pipelined them, else nullptr.
   // The replace runs only while `lease` is still ours in Redis (checked in the same script); a
   // refusal tells the lease it was lost and returns false.
-  bool write(Connection& conn, Lease& lease, bool force, const Reply* versions = nullptr);
-  void append_versions(Connection& conn);
+  bool write(Connection& conn, Lease& lease, bool force, const SnapshotInputs* inputs = nullptr);
+  void append_inputs(Connection& conn);  // TIME and the minute versions
+  SnapshotInputs read_inputs(Connection& conn);
   // After each successful commit of this host: apply its deltas to the cached minutes.
   void note_commit(const std::vector<MinuteDelta>& minutes);
 

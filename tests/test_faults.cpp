@@ -210,7 +210,7 @@ TEST_CASE("Redis stopped for 30 s (SIGSTOP) with a backlog in flight: one outage
        "counted and " << ld(seg.stage(shm::StageId::Ackd).acked) << " acked");
   // Ingest's read and rollup's status write time out (3 s): both wait for Redis, and say so.
   const auto waiting = [&](shm::StageId id) {
-    return seg.stage(id).outage_since_unix_ms.load() != 0 && state_of(seg, id) == "waiting-redis";
+    return seg.stage(id).outage_since_boot_ms.load() != 0 && state_of(seg, id) == "waiting-redis";
   };
   CHECK(wait_until([&] { return waiting(shm::StageId::Ingest) && waiting(shm::StageId::Rollup); },
                    25000, 20));
@@ -294,7 +294,7 @@ TEST_CASE("maxmemory with noeviction: commits answer OOM, ingest is held back, n
   CHECK(state_of(seg, shm::StageId::Ingest) == "backpressure");
   CHECK(ld(ingest.waits) >= 1);
   CHECK(ld(seg.ingest().id_log_head) - ld(seg.ackd().id_log_tail) == seg.caps().id_log_cap);
-  CHECK(rollup.outage_since_unix_ms.load() != 0);
+  CHECK(rollup.outage_since_boot_ms.load() != 0);
   CHECK(ld(rollup.outages) == 1);
   CHECK(seg_id(seg.rollup().committed) == committed);
   const auto held_ms = std::chrono::duration_cast<std::chrono::milliseconds>(

@@ -12,6 +12,7 @@
 #include "config.hpp"
 #include "keys.hpp"
 #include "pipeline_harness.hpp"
+#include "daemon.hpp"
 #include "shm.hpp"
 #include "stream_id.hpp"
 
@@ -117,9 +118,7 @@ std::string inspect_json(const Pipeline& p, const std::string& dir) {
 }
 
 int64_t heartbeat_age_ms(const Segment& seg, shm::StageId id) {
-  const int64_t now = std::chrono::duration_cast<std::chrono::milliseconds>(
-                          std::chrono::system_clock::now().time_since_epoch()).count();
-  return now - seg.stage(id).heartbeat_unix_ms.load();
+  return now_boot_ms() - seg.stage(id).heartbeat_boot_ms.load();  // the stages' clock
 }
 
 void require_exact(RedisServer& redis, Pipeline& p, const Expectation& e) {
