@@ -139,7 +139,10 @@ struct alignas(kCacheLine) StageBlock {
   std::atomic<uint64_t> batches;
   std::atomic<uint64_t> skipped;   // already-counted IDs skipped after a restart (ingest)
   std::atomic<uint64_t> conflicts; // marker CAS failures (rollup); group re-created (ingest)
-  uint8_t reserved[512 - 8 * 16 - 16];
+  // Times the Sentinel-resolved primary changed under this stage. Taken from the spare bytes
+  // (zero in segments made before it), so the layout version stays.
+  std::atomic<uint64_t> primary_moves;
+  uint8_t reserved[512 - 8 * 16 - 16 - 8];
 };
 
 // Totals that go to Redis through the commit (exactly once) or only to status.

@@ -32,6 +32,8 @@ struct RunResult {
   uint64_t hostile = 0;  // of which edge cases
   double seconds = 0;    // first XADD sent to last reply read
   bool stopped = false;  // a signal ended the run early
+  uint64_t reconnects = 0;   // failovers ridden out (with sentinels only)
+  uint64_t unconfirmed = 0;  // entries in flight at those moments: written or not, unknown
 };
 
 class Loadgen {
@@ -52,6 +54,11 @@ class Loadgen {
   void run_live();
   void send();
   void receive();
+  // With sentinels: runs `step`, and after a lost connection or a write refused by a replica
+  // (a failover) reconnects to the primary the sentinels name; other errors are rethrown.
+  template <typename F>
+  void riding_failovers(F&& step);
+  void reconnect_after(const std::exception& e);
   int64_t next_explicit_id_ms();
   void build_xadd(int64_t id_ms);
 

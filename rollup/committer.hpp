@@ -67,7 +67,10 @@ struct CommitPlan {
 
 class Committer {
  public:
-  enum class Outcome { Committed, NothingNew, Conflict };
+  // AwaitingReplicas: the commit reached the primary but not yet P35_WAIT_REPLICAS replicas; it is
+  // not published to the segment (so ackd acks none of its entries) until a later commit() call
+  // sees enough replicas hold it.
+  enum class Outcome { Committed, NothingNew, Conflict, AwaitingReplicas };
   enum class Resolution { NoPending, Applied, Discarded, Conflict, NotReady };
 
   Committer(const Config& cfg, Segment& seg);
@@ -80,6 +83,7 @@ class Committer {
   Outcome commit(Connection& conn, uint64_t* retries = nullptr);
   StreamId committed() const { return read_id(seg_.rollup().committed); }
   const std::string& conflict_text() const { return conflict_; }
+  bool awaiting_replicas() const { return awaiting_replicas_; }
   // The deltas of the last commit that returned Committed (for the snapshot writer's cache).
   const std::vector<MinuteDelta>& last_commit() const { return plan_.minutes; }
 
@@ -92,6 +96,12 @@ class Committer {
   void apply_pending();
   void discard_pending();
   Reply run_script(Connection& conn, const CommandArgs& args);
+  bool replicas_hold_commit(Connection& conn);
+
+  // WAIT (P35_WAIT_REPLICAS) has not yet confirmed the commit the pending record describes.
+  bool awaiting_replicas_ = false;
+  int64_t awaiting_since_ms_ = 0;
+  bool wait_logged_ = false;  // the shortfall of the awaited commit was logged
 
   const Config& cfg_;
   Segment& seg_;
