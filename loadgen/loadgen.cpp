@@ -73,16 +73,15 @@ void Loadgen::reconnect_after(const std::exception& e) {
              e.what(), in_flight_);
   in_flight_ = 0;
   conn_.disconnect();
-  Backoff backoff(1000);
   const auto give_up = SteadyClock::now() + std::chrono::seconds(60);
   while (true) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(reconnect_backoff_.next_delay_ms()));
     try {
       conn_.connect();
       return;
     } catch (const RedisError& again) {
       if (stop_.load(std::memory_order_relaxed) || SteadyClock::now() > give_up) throw;
     }
-    std::this_thread::sleep_for(std::chrono::milliseconds(backoff.next_delay_ms()));
   }
 }
 
@@ -191,6 +190,7 @@ void Loadgen::receive() {
                                          options_.stream, reply.str(), hint));
   }
   ++result_.written;
+  reconnect_backoff_.reset();
   if (slot.hostile) ++result_.hostile;
   if (options_.expect_path.empty()) return;
   const auto id = StreamId::parse(reply.str());

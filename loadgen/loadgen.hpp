@@ -75,6 +75,9 @@ class Loadgen {
   int64_t last_id_ms_ = -1;
   uint64_t last_id_seq_ = 0;
   RunResult result_;
+  // Between reconnects of one failover (a demoted primary that still says "master" refuses each
+  // write): reset by the first reply that works.
+  Backoff reconnect_backoff_{1000};
 };
 
 // Milliseconds since the epoch by the wall clock (the clock Redis uses for '*' IDs).
