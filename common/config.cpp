@@ -32,7 +32,8 @@ enum class TextRule {
   name,
   optional_name,
   shm_name,
-  log_level
+  log_level,
+  host_port_list  // checked item by item in finish() (parse_host_port_list), to name the bad one
 };
 
 struct Option {
@@ -91,6 +92,7 @@ constexpr Option as_secret(Option o) {
 }
 
 constexpr std::string_view kRedis = "Redis connection";
+constexpr std::string_view kSentinel = "Redis Sentinel and replicas";
 constexpr std::string_view kLogging = "Logging and counting";
 constexpr std::string_view kNames = "Stream and names";
 constexpr std::string_view kTiming = "Batching, intervals and TTLs";
@@ -117,6 +119,24 @@ constexpr Option kOptions[] = {
             "Timeout of one Redis command, milliseconds; must exceed P35_BLOCK_MS"),
     integer(kRedis, "P35_RECONNECT_MAX_MS", &Config::reconnect_max_ms, 50, 600000,
             "Cap of the reconnect backoff (which starts at 50 ms), milliseconds"),
+
+    text(kSentinel, "REDIS_SENTINELS", &Config::redis_sentinels, TextRule::host_port_list,
+         "Comma-separated host:port list of Redis Sentinels; when set, the primary is asked "
+         "from them and REDIS_HOST, REDIS_PORT and REDIS_SOCKET are ignored"),
+    text(kSentinel, "REDIS_SENTINEL_MASTER", &Config::sentinel_master, TextRule::name,
+         "Name of the primary the sentinels monitor"),
+    text(kSentinel, "REDIS_SENTINEL_USERNAME", &Config::sentinel_username, TextRule::user,
+         "ACL user of the sentinels themselves (not set: their default user)"),
+    as_secret(text(kSentinel, "REDIS_SENTINEL_PASSWORD", &Config::sentinel_password, TextRule::any,
+                   "Password of the sentinels themselves; prefer REDIS_SENTINEL_PASSWORD_FILE")),
+    text(kSentinel, "REDIS_SENTINEL_PASSWORD_FILE", &Config::sentinel_password_file,
+         TextRule::path, "File whose first line is the sentinels' password"),
+    integer(kSentinel, "P35_WAIT_REPLICAS", &Config::wait_replicas, 0, 64,
+            "Replicas that must hold each commit (Redis WAIT) before its entries are acked "
+            "(0: do not wait)"),
+    integer(kSentinel, "P35_WAIT_TIMEOUT_MS", &Config::wait_timeout_ms, 1, 600000,
+            "Timeout of one WAIT, milliseconds; rollup waits again until the replicas have "
+            "the commit"),
 
     text(kLogging, "LOG_LEVEL", &Config::log_level, TextRule::log_level,
          "DEBUG, INFO, WARNING, ERROR or CRITICAL (or trace, warn, err, off), any case"),
@@ -237,6 +257,8 @@ std::optional<std::string_view> text_problem(TextRule rule, std::string_view val
     case TextRule::shm_name:
       if (!is_shm_name(value))
         return "must be 1..200 characters from A-Z a-z 0-9 . _ - and not start with '.'";
+      return std::nullopt;
+    case TextRule::host_port_list:
       return std::nullopt;
     case TextRule::log_level:
       if (!valid_log_level(value))
@@ -424,15 +446,15 @@ bool parse_env_line(std::string_view line, Environment& env) {
   return true;
 }
 
-std::string read_password_file(const std::string& path) {
-  const std::string content = read_small_file(path, "REDIS_PASSWORD_FILE");
+std::string read_password_file(const std::string& path, std::string_view variable) {
+  const std::string content = read_small_file(path, variable);
   std::string_view line = std::string_view(content).substr(0, content.find('\n'));
   if (line.ends_with('\r')) line.remove_suffix(1);
   if (line.empty())
     throw ConfigError(
-        fmt::format("invalid REDIS_PASSWORD_FILE {}: its first line is empty, "
+        fmt::format("invalid {} {}: its first line is empty, "
                     "it must hold the password",
-                    quoted(path)));
+                    variable, quoted(path)));
   return std::string(line);
 }
 
@@ -461,6 +483,21 @@ void check_timeouts(const Config& cfg) {
         cfg.command_timeout_ms, cfg.block_ms));
 }
 
+// The sentinel list parsed, the sentinels' password read from its file: kept apart from the data
+// password, and as secret.
+void finish_sentinels(Config& cfg, std::vector<std::string>& secrets) {
+  cfg.sentinels = parse_host_port_list(cfg.redis_sentinels, "REDIS_SENTINELS");
+  if (!cfg.sentinel_password.empty() && !cfg.sentinel_password_file.empty())
+    throw ConfigError(
+        "REDIS_SENTINEL_PASSWORD and REDIS_SENTINEL_PASSWORD_FILE are both set: use only one of "
+        "them");
+  if (!cfg.sentinel_password_file.empty()) {
+    cfg.sentinel_password =
+        read_password_file(cfg.sentinel_password_file, "REDIS_SENTINEL_PASSWORD_FILE");
+    secrets.push_back(cfg.sentinel_password);
+  }
+}
+
 // Checks that span fields, reads the password file and fills the consumer. `secrets` learns the
 // password read from the file so that no later message can show it.
 void finish(Config& cfg, std::vector<std::string>& secrets) {
@@ -471,9 +508,10 @@ void finish(Config& cfg, std::vector<std::string>& secrets) {
   if (!cfg.redis_password.empty() && !cfg.redis_password_file.empty())
     throw ConfigError("REDIS_PASSWORD and REDIS_PASSWORD_FILE are both set: use only one of them");
   if (!cfg.redis_password_file.empty()) {
-    cfg.redis_password = read_password_file(cfg.redis_password_file);
+    cfg.redis_password = read_password_file(cfg.redis_password_file, "REDIS_PASSWORD_FILE");
     secrets.push_back(cfg.redis_password);
   }
+  finish_sentinels(cfg, secrets);
   if (cfg.consumer.empty()) cfg.consumer = host_name();
 }
 
@@ -523,6 +561,8 @@ std::string_view placeholder(const Option& o) {
       return "PATH";
     case TextRule::log_level:
       return "LEVEL";
+    case TextRule::host_port_list:
+      return "HOST:PORT,...";
     case TextRule::name:
     case TextRule::optional_name:
     case TextRule::shm_name:
@@ -633,12 +673,14 @@ void reject_positional(const std::vector<std::string>& unmatched) {
 // systemd's LoadCredential=redis-password:<file> puts the password in a file that only this
 // service can read, $CREDENTIALS_DIRECTORY/redis-password; it is used when no password is set
 // otherwise.
-void use_systemd_credential(Config& cfg, const Environment& env) {
-  if (!cfg.redis_password.empty() || !cfg.redis_password_file.empty()) return;
+// The sentinels' password likewise from $CREDENTIALS_DIRECTORY/redis-sentinel-password.
+void use_systemd_credential(std::string& password, std::string& password_file,
+                            std::string_view credential, const Environment& env) {
+  if (!password.empty() || !password_file.empty()) return;
   const auto dir = env.find(kCredentialsDirectory);
   if (dir == env.end() || dir->second.empty()) return;
-  const std::string path = dir->second + "/" + std::string(kRedisPasswordCredential);
-  if (::access(path.c_str(), F_OK) == 0) cfg.redis_password_file = path;
+  const std::string path = dir->second + "/" + std::string(credential);
+  if (::access(path.c_str(), F_OK) == 0) password_file = path;
 }
 
 ParseResult parse_checked(int argc, const char* const* argv, const ProgramInfo& info,
@@ -662,7 +704,10 @@ ParseResult parse_checked(int argc, const char* const* argv, const ProgramInfo& 
     if (const auto it = settings.find(o.variable); it != settings.end())
       apply(o, it->second, result.config);
   }
-  use_systemd_credential(result.config, env);
+  Config& c = result.config;
+  use_systemd_credential(c.redis_password, c.redis_password_file, kRedisPasswordCredential, env);
+  use_systemd_credential(c.sentinel_password, c.sentinel_password_file,
+                         kSentinelPasswordCredential, env);
   finish(result.config, secrets);
   return result;
 }
@@ -671,6 +716,33 @@ ParseResult parse_checked(int argc, const char* const* argv, const ProgramInfo& 
 
 std::string flag_for_variable(std::string_view variable) {
   return "--" + kebab(variable);
+}
+
+std::vector<HostPort> parse_host_port_list(std::string_view text, std::string_view variable) {
+  std::vector<HostPort> out;
+  if (text.empty()) return out;
+  for (size_t start = 0;;) {
+    const size_t comma = text.find(',', start);
+    const std::string_view item = trim(text.substr(start, comma - start));
+    const auto bad = [&](std::string_view why) {
+      return ConfigError(fmt::format("invalid {} item {}: {} (the list is comma-separated "
+                                     "host:port, e.g. 10.0.0.1:26379,[::1]:26379)",
+                                     variable, quoted(item), why));
+    };
+    const size_t colon = item.rfind(':');
+    if (item.empty() || colon == std::string_view::npos || colon == 0)
+      throw bad("must be host:port");
+    std::string_view host = item.substr(0, colon);
+    if (host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+    const std::optional<int> port = parse_int(item.substr(colon + 1));
+    if (!port || *port < 1 || *port > 65535) throw bad("the port must be an integer 1..65535");
+    if (host.empty() || any_of(host, is_space_or_control))
+      throw bad("the host must be non-empty, without spaces or control characters");
+    out.push_back(HostPort{std::string(host), *port});
+    if (comma == std::string_view::npos) break;
+    start = comma + 1;
+  }
+  return out;
 }
 
 Environment process_environment() {
@@ -718,7 +790,9 @@ ParseResult parse_config(int argc, const char* const* argv, const ProgramInfo& i
 
 std::string describe(const Config& cfg) {
   std::string target;
-  if (!cfg.redis_socket.empty()) {
+  if (!cfg.sentinels.empty()) {
+    target = fmt::format("sentinel:{}@{}", cfg.sentinel_master, cfg.redis_sentinels);
+  } else if (!cfg.redis_socket.empty()) {
     target = "unix:" + cfg.redis_socket;
   } else if (cfg.redis_host.find(':') != std::string::npos) {
     target = fmt::format("[{}]:{}", cfg.redis_host, cfg.redis_port);  // IPv6 literal
@@ -730,6 +804,15 @@ std::string describe(const Config& cfg) {
                                  cfg.redis_username.empty() ? "default" : cfg.redis_username,
                                  has_password ? "***" : "none");
   if (!cfg.redis_password_file.empty()) line += " password_file=" + cfg.redis_password_file;
+  if (!cfg.sentinels.empty()) {
+    const bool sentinel_password =
+        !cfg.sentinel_password.empty() || !cfg.sentinel_password_file.empty();
+    line += fmt::format(" sentinel_user={} sentinel_password={} wait_replicas={}",
+                        cfg.sentinel_username.empty() ? "default" : cfg.sentinel_username,
+                        sentinel_password ? "***" : "none", cfg.wait_replicas);
+  } else if (cfg.wait_replicas > 0) {
+    line += fmt::format(" wait_replicas={}", cfg.wait_replicas);
+  }
   line += fmt::format(" stream={} group={} consumer={} shm={} key_prefix={} symbol_breakdown={}",
                       cfg.stream, cfg.group, cfg.consumer, cfg.shm_name, cfg.key_prefix,
                       cfg.symbol_breakdown ? "on" : "off");

@@ -18,8 +18,20 @@ class ConfigError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// One "host:port" item of REDIS_SENTINELS ("[::1]:26379" for an IPv6 literal).
+struct HostPort {
+  std::string host;
+  int port = 0;
+  bool operator==(const HostPort&) const = default;
+};
+
+// Parses a comma-separated "host:port" list (REDIS_SENTINELS). Throws ConfigError naming the bad
+// item; `variable` names the setting in the message.
+std::vector<HostPort> parse_host_port_list(std::string_view text, std::string_view variable);
+
 struct Config {
-  // Redis connection. REDIS_SOCKET wins over host and port when set.
+  // Redis connection. REDIS_SOCKET wins over host and port when set; REDIS_SENTINELS wins over
+  // all three (the primary is asked from the sentinels).
   std::string redis_host = "127.0.0.1";      // REDIS_HOST
   int redis_port = 6379;                     // REDIS_PORT, 1..65535
   int redis_db = 0;                          // REDIS_DB, 0..15 (validated 0..1023)
@@ -30,6 +42,16 @@ struct Config {
   int connect_timeout_ms = 2000;             // P35_CONNECT_TIMEOUT_MS, 1..600000
   int command_timeout_ms = 10000;            // P35_COMMAND_TIMEOUT_MS; must exceed block_ms
   int reconnect_max_ms = 5000;               // P35_RECONNECT_MAX_MS, backoff cap
+
+  // Redis Sentinel: the primary is resolved through these sentinels when the list is set.
+  std::string redis_sentinels;               // REDIS_SENTINELS: "host:port,host:port"
+  std::vector<HostPort> sentinels;           // parsed from redis_sentinels
+  std::string sentinel_master = "mymaster";  // REDIS_SENTINEL_MASTER
+  std::string sentinel_username;             // REDIS_SENTINEL_USERNAME
+  std::string sentinel_password;             // REDIS_SENTINEL_PASSWORD (secret; or _FILE)
+  std::string sentinel_password_file;        // REDIS_SENTINEL_PASSWORD_FILE: first line
+  int wait_replicas = 0;                     // P35_WAIT_REPLICAS, 0..64: WAIT after each commit
+  int wait_timeout_ms = 1000;                // P35_WAIT_TIMEOUT_MS, 1..600000: one WAIT's timeout
 
   std::string log_level = "INFO";            // LOG_LEVEL: DEBUG INFO WARNING ERROR CRITICAL,
                                              // and spdlog's trace debug info warn err critical off
@@ -86,6 +108,8 @@ using Environment = std::map<std::string, std::string, std::less<>>;
 // $CREDENTIALS_DIRECTORY/redis-password when neither REDIS_PASSWORD nor REDIS_PASSWORD_FILE is set.
 inline constexpr std::string_view kCredentialsDirectory = "CREDENTIALS_DIRECTORY";
 inline constexpr std::string_view kRedisPasswordCredential = "redis-password";
+// The same for the sentinels' password: $CREDENTIALS_DIRECTORY/redis-sentinel-password.
+inline constexpr std::string_view kSentinelPasswordCredential = "redis-sentinel-password";
 
 // The process environment as a map (only the variables configuration may read, and
 // CREDENTIALS_DIRECTORY).

@@ -197,7 +197,11 @@ bool connect_with_retry(Connection& conn, OutageTracker& outage, int max_backoff
   Backoff backoff(max_backoff_ms);
   while (!stop_requested()) {
     try {
+      const uint64_t moves_before = conn.primary_moves();
       conn.connect();
+      if (stage != nullptr && conn.primary_moves() != moves_before)
+        stage->block().primary_moves.fetch_add(conn.primary_moves() - moves_before,
+                                               std::memory_order_relaxed);
       // The outage ends with the stage's first command that works, not here: a command refused
       // on every try (NOPERM: the ACL user lacks it) must stay one outage, logged once.
       return true;
@@ -225,6 +229,9 @@ int run_main(int argc, char** argv, const ProgramInfo& info, int (*body)(const C
     }
     cfg = std::move(parsed.config);
     setup_logging(info.name, cfg.log_level);
+    if (!cfg.sentinels.empty())
+      spdlog::info("REDIS_SENTINELS is set: REDIS_HOST, REDIS_PORT and REDIS_SOCKET are ignored; "
+                   "the primary '{}' is asked from the sentinels", cfg.sentinel_master);
   } catch (const ConfigError& e) {
     std::fprintf(stderr, "%.*s: %s\n", static_cast<int>(info.name.size()), info.name.data(),
                  e.what());

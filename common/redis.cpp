@@ -16,7 +16,10 @@
 #include <mutex>
 #include <random>
 
+#include <spdlog/spdlog.h>
+
 #include "config.hpp"
+#include "sentinel.hpp"
 
 namespace p35 {
 
@@ -161,6 +164,10 @@ RedisOptions RedisOptions::from_config(const Config& cfg, std::string client_nam
   o.connect_timeout_ms = cfg.connect_timeout_ms;
   o.command_timeout_ms = cfg.command_timeout_ms;
   o.client_name = std::move(client_name);
+  for (const HostPort& s : cfg.sentinels) o.sentinels.push_back(SentinelAddress{s.host, s.port});
+  o.sentinel_master = cfg.sentinel_master;
+  o.sentinel_username = cfg.sentinel_username;
+  o.sentinel_password = cfg.sentinel_password;
   return o;
 }
 
@@ -309,6 +316,7 @@ Reply Connection::wrap(void* raw) const {
 void Connection::connect() {
   ignore_default_sigpipe();
   disconnect();
+  if (!options_.sentinels.empty()) resolve_primary();
   const timeval tv = to_timeval(options_.connect_timeout_ms);
   std::unique_ptr<redisContext, FreeContext> ctx(
       options_.unix_socket.empty()
@@ -324,10 +332,46 @@ void Connection::connect() {
   try {
     set_socket_timeout_ms(options_.command_timeout_ms);
     handshake();
+    if (!options_.sentinels.empty()) confirm_primary();
   } catch (...) {
     disconnect();
     throw;
   }
+}
+
+// The address the sentinels name now replaces host and port (the primary may have moved).
+void Connection::resolve_primary() {
+  PrimaryAddress primary = ask_sentinels(options_);
+  options_.unix_socket.clear();
+  options_.host = std::move(primary.host);
+  options_.port = primary.port;
+  told_by_ = std::move(primary.told_by);
+}
+
+// A sentinel may still name the old primary (it has not noticed the failure yet) or name the new
+// one before it finished its promotion: only a server that says "master" is used. One log line
+// per move of the primary, not per reconnect.
+void Connection::confirm_primary() {
+  const std::string doing = fmt::format("confirm the primary {} (told by sentinel {})",
+                                        options_.endpoint(), told_by_);
+  Reply r = handshake_command(CommandArgs{"ROLE"}, doing);
+  if (r.is_error()) throw error_from_reply("run ROLE to " + doing, r.str(), options_.username);
+  std::string role;
+  if (!role_is_master(r, role)) {
+    throw RedisError(RedisErrorKind::Io,
+                     fmt::format("Failed to {}: it is a {}, not the primary (a failover is under "
+                                 "way or the sentinels have not noticed one yet)",
+                                 doing, role.empty() ? "server of unknown role" : role));
+  }
+  const std::string address = options_.endpoint();
+  if (primary_.empty()) {
+    spdlog::info("Primary '{}' is {} (told by sentinel {})", options_.sentinel_master, address,
+                 told_by_);
+  } else if (primary_ != address) {
+    spdlog::warn("Primary moved from {} to {} (told by sentinel {})", primary_, address, told_by_);
+    ++primary_moves_;
+  }
+  primary_ = address;
 }
 
 // AUTH, SELECT, CLIENT SETNAME. Connection errors throw from handshake_command; error replies

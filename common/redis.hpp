@@ -52,6 +52,11 @@ class RedisError : public std::runtime_error {
   std::string server_message_;
 };
 
+struct SentinelAddress {
+  std::string host;
+  int port = 0;
+};
+
 struct RedisOptions {
   std::string host = "127.0.0.1";
   int port = 6379;
@@ -62,6 +67,12 @@ struct RedisOptions {
   int connect_timeout_ms = 2000;
   int command_timeout_ms = 10000;
   std::string client_name;  // CLIENT SETNAME when non-empty
+  // Redis Sentinel (sentinel.hpp): when non-empty, every connect() asks them for the primary of
+  // `sentinel_master` and confirms it with ROLE; host, port and unix_socket are then overwritten.
+  std::vector<SentinelAddress> sentinels;
+  std::string sentinel_master = "mymaster";
+  std::string sentinel_username;
+  std::string sentinel_password;  // never logged
 
   static RedisOptions from_config(const Config& cfg, std::string client_name);
   // "unix:/path" or "host:port", plus " db=N" when db != 0; for logs and error messages.
@@ -137,7 +148,11 @@ class Connection {
   Connection(Connection&&) noexcept;
   Connection& operator=(Connection&&) noexcept;
 
-  // Connects, AUTHs, SELECTs, sets the client name. Throws RedisError (Auth for a refused AUTH or
+  // Connects, AUTHs, SELECTs, sets the client name. With sentinels (RedisOptions::sentinels) it
+  // first resolves the primary through them and afterwards confirms it with ROLE: a replica (a
+  // failover in progress, or a sentinel that has not noticed yet) throws Io, so the caller's
+  // backoff resolves again. A primary other than the last one confirmed is logged once
+  // ("Primary moved from A to B (told by sentinel S)") and counted in primary_moves(). Throws RedisError (Auth for a refused AUTH or
   // a NOAUTH answer during the handshake); after any throw connected() is false. The first call
   // in a process also ignores SIGPIPE if it was at its default: hiredis writes with write(2), and
   // a server that went away must be a typed error, not the death of the daemon.
@@ -146,6 +161,8 @@ class Connection {
   bool connected() const { return ctx_ != nullptr; }
   int fd() const;  // the socket, -1 when not connected
   const RedisOptions& options() const { return options_; }
+  // How often connect() found the primary at another address than the previous time (Sentinel).
+  uint64_t primary_moves() const { return primary_moves_; }
 
   // One command, one round trip. Throws RedisError: Reply kind for a top-level error reply (the
   // connection stays usable), any other kind after disconnecting. Not connected: throws Closed.
@@ -175,6 +192,8 @@ class Connection {
     void operator()(redisContext* c) const;
   };
   void handshake();
+  void resolve_primary();
+  void confirm_primary();
   void authenticate();
   void select_db();
   void set_client_name();
@@ -188,6 +207,9 @@ class Connection {
   std::unique_ptr<redisContext, FreeContext> ctx_;
   std::vector<const char*> argv_;
   std::vector<size_t> argvlen_;
+  std::string primary_;   // "host:port" of the last confirmed primary (Sentinel), for move logs
+  std::string told_by_;   // the sentinel that named the primary of the connect() in progress
+  uint64_t primary_moves_ = 0;
 };
 
 // Capped exponential backoff with jitter: 50 ms, 100 ms, ... up to max_ms, each delay ±20 % (never

@@ -153,7 +153,9 @@ struct alignas(kCacheLine) StageBlock {
   // While WaitingName: who holds the consumer name ("host <h> pid <p> since <time>"), NUL-padded
   // text in words so that the inspector reads it without a torn word (a torn text is cosmetic).
   std::atomic<uint64_t> holder_text[16];
-  uint8_t reserved[512 - 8 * 16 - 16 - 128];
+  // Times the Sentinel-resolved primary changed under this stage.
+  std::atomic<uint64_t> primary_moves;
+  uint8_t reserved[512 - 8 * 16 - 16 - 128 - 8];
 };
 
 // Totals that go to Redis through the commit (exactly once) or only to status.

@@ -77,6 +77,51 @@ Loadgen::Loadgen(LoadgenOptions options, const std::atomic<bool>& stop)
   if (options_.pipeline == 0) throw std::invalid_argument("pipeline must be at least 1");
 }
 
+namespace {
+// Error replies a failover produces: the old primary demoted (READONLY) or left without its
+// replica (NOREPLICAS, with min-replicas-to-write), a blocked client released, a server still
+// loading its data.
+bool is_failover_reply(std::string_view text) {
+  return text.rfind("READONLY", 0) == 0 || text.rfind("NOREPLICAS", 0) == 0 ||
+         text.rfind("UNBLOCKED", 0) == 0 || text.rfind("LOADING", 0) == 0 ||
+         text.rfind("MASTERDOWN", 0) == 0;
+}
+}  // namespace
+
+template <typename F>
+void Loadgen::riding_failovers(F&& step) {
+  while (true) {
+    try {
+      step();
+      return;
+    } catch (const RedisError& e) {
+      if (options_.redis.sentinels.empty() ||
+          (!e.connection_lost() && !is_failover_reply(e.server_message())))
+        throw;
+      reconnect_after(e);
+    }
+  }
+}
+
+void Loadgen::reconnect_after(const std::exception& e) {
+  result_.unconfirmed += in_flight_;
+  ++result_.reconnects;
+  fmt::print(stderr, "p35-loadgen: {}; reconnecting to the primary ({} entries unconfirmed)\n",
+             e.what(), in_flight_);
+  in_flight_ = 0;
+  conn_.disconnect();
+  const auto give_up = SteadyClock::now() + std::chrono::seconds(60);
+  while (true) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(reconnect_backoff_.next_delay_ms()));
+    try {
+      conn_.connect();
+      return;
+    } catch (const RedisError& again) {
+      if (stop_.load(std::memory_order_relaxed) || SteadyClock::now() > give_up) throw;
+    }
+  }
+}
+
 RunResult Loadgen::run() {
   conn_.connect();
   if (!options_.force) refuse_consumed_stream(conn_, options_.stream);
@@ -86,7 +131,9 @@ RunResult Loadgen::run() {
   } else {
     run_backlog();
   }
-  while (in_flight_ > 0) receive();
+  riding_failovers([&] {
+    while (in_flight_ > 0) receive();
+  });
   result_.seconds = seconds_since(start);
   result_.stopped = stop_.load(std::memory_order_relaxed);
   if (!options_.expect_path.empty()) expectation_.write(options_.expect_path);
@@ -97,8 +144,10 @@ void Loadgen::run_backlog() {
   // Keep the window full: hiredis sends what we appended as soon as it runs out of replies to
   // parse, so Redis works on the next entries while we generate more.
   while (sent_ < options_.count && !stop_.load(std::memory_order_relaxed)) {
-    if (in_flight_ == window_.size()) receive();
-    send();
+    riding_failovers([&] {
+      if (in_flight_ == window_.size()) receive();
+      send();
+    });
   }
 }
 
@@ -109,12 +158,14 @@ void Loadgen::run_live() {
     const double elapsed_s = seconds_since(start);
     const auto due = std::min<uint64_t>(options_.count,
                                         static_cast<uint64_t>(elapsed_s * options_.rate_per_s) + 1);
-    while (sent_ < due) {
-      if (in_flight_ == window_.size()) receive();
-      send();
-    }
-    // Every entry due so far is confirmed before sleeping: live means low latency.
-    while (in_flight_ > 0) receive();
+    riding_failovers([&] {
+      while (sent_ < due) {
+        if (in_flight_ == window_.size()) receive();
+        send();
+      }
+      // Every entry due so far is confirmed before sleeping: live means low latency.
+      while (in_flight_ > 0) receive();
+    });
     if (sent_ < options_.count) {
       const auto next = start + std::chrono::duration_cast<SteadyClock::duration>(
                                     interval * static_cast<double>(sent_));
@@ -166,6 +217,10 @@ void Loadgen::receive() {
   const InFlight& slot = window_[index % window_.size()];
   const Reply reply = conn_.read_reply();
   --in_flight_;
+  if (reply.is_error() && is_failover_reply(reply.str()))
+    throw RedisError(RedisErrorKind::Reply,
+                     fmt::format("Failed to XADD entry #{}: {}", index, reply.str()),
+                     std::string(reply.str()));
   if (reply.is_error()) {
     const char* hint =
         options_.explicit_ids ? " (--explicit-ids: use a later --start-ms or a fresh stream)" : "";
@@ -173,6 +228,7 @@ void Loadgen::receive() {
                                          options_.stream, reply.str(), hint));
   }
   ++result_.written;
+  reconnect_backoff_.reset();
   if (slot.hostile) ++result_.hostile;
   if (options_.expect_path.empty()) return;
   const auto id = StreamId::parse(reply.str());

@@ -41,6 +41,8 @@ struct RunResult {
   uint64_t hostile = 0;  // of which edge cases
   double seconds = 0;    // first XADD sent to last reply read
   bool stopped = false;  // a signal ended the run early
+  uint64_t reconnects = 0;   // failovers ridden out (with sentinels only)
+  uint64_t unconfirmed = 0;  // entries in flight at those moments: written or not, unknown
 };
 
 class Loadgen {
@@ -62,6 +64,11 @@ class Loadgen {
   void run_live();
   void send();
   void receive();
+  // With sentinels: runs `step`, and after a lost connection or a write refused by a replica
+  // (a failover) reconnects to the primary the sentinels name; other errors are rethrown.
+  template <typename F>
+  void riding_failovers(F&& step);
+  void reconnect_after(const std::exception& e);
   int64_t next_explicit_id_ms();
   void build_xadd(int64_t id_ms);
 
@@ -78,6 +85,9 @@ class Loadgen {
   int64_t last_id_ms_ = -1;
   uint64_t last_id_seq_ = 0;
   RunResult result_;
+  // Between reconnects of one failover (a demoted primary that still says "master" refuses each
+  // write): reset by the first reply that works.
+  Backoff reconnect_backoff_{1000};
 };
 
 // Milliseconds since the epoch by the wall clock (the clock Redis uses for '*' IDs).

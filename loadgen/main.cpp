@@ -14,6 +14,7 @@
 #include <string>
 #include <type_traits>
 
+#include "config.hpp"
 #include "loadgen.hpp"
 
 namespace {
@@ -68,6 +69,15 @@ cxxopts::Options make_options() {
       ("redis-port", "Port (env REDIS_PORT; default 6379)", cxxopts::value<int>())
       ("redis-username", "ACL user (env REDIS_USERNAME)", cxxopts::value<std::string>())
       ("redis-password", "Password (env REDIS_PASSWORD)", cxxopts::value<std::string>())
+      ("redis-sentinels", "host:port,... of Redis Sentinels: the primary is asked from them, "
+                          "host, port and socket are ignored, and a failover is ridden out by "
+                          "reconnecting (env REDIS_SENTINELS)", cxxopts::value<std::string>())
+      ("redis-sentinel-master", "Primary's name at the sentinels (env REDIS_SENTINEL_MASTER; "
+                                "default mymaster)", cxxopts::value<std::string>())
+      ("redis-sentinel-username", "Sentinels' ACL user (env REDIS_SENTINEL_USERNAME)",
+       cxxopts::value<std::string>())
+      ("redis-sentinel-password", "Sentinels' password (env REDIS_SENTINEL_PASSWORD)",
+       cxxopts::value<std::string>())
       ("expect", "Write the expected bucket contents to FILE", cxxopts::value<std::string>())
       ("force", "Write even to a stream whose consumer groups have consumers (refused by "
                 "default: they would count the entries as real decisions)")
@@ -103,6 +113,15 @@ p35::RedisOptions redis_options(const cxxopts::ParseResult& r) {
   redis.username = flag_or_env<std::string>(r, "redis-username", "REDIS_USERNAME", "");
   redis.password = flag_or_env<std::string>(r, "redis-password", "REDIS_PASSWORD", "");
   redis.client_name = "p35-loadgen";
+  const std::string sentinels = flag_or_env<std::string>(r, "redis-sentinels", "REDIS_SENTINELS", "");
+  for (const auto& s : p35::parse_host_port_list(sentinels, "--redis-sentinels"))
+    redis.sentinels.push_back(p35::SentinelAddress{s.host, s.port});
+  redis.sentinel_master =
+      flag_or_env<std::string>(r, "redis-sentinel-master", "REDIS_SENTINEL_MASTER", "mymaster");
+  redis.sentinel_username =
+      flag_or_env<std::string>(r, "redis-sentinel-username", "REDIS_SENTINEL_USERNAME", "");
+  redis.sentinel_password =
+      flag_or_env<std::string>(r, "redis-sentinel-password", "REDIS_SENTINEL_PASSWORD", "");
   redis.command_timeout_ms = 60000;
   if (redis.port < 1 || redis.port > 65535) {
     throw std::invalid_argument(fmt::format("--redis-port must be 1..65535, not {}", redis.port));
@@ -162,6 +181,10 @@ void report(const p35::loadgen::LoadgenOptions& o, const p35::loadgen::RunResult
   fmt::print("p35-loadgen: wrote {} entries ({} hostile) to {} in {:.3f} s: {:.0f} msg/s{}\n",
              result.written, result.hostile, o.stream, result.seconds, rate,
              result.stopped ? " (stopped by a signal)" : "");
+  if (result.reconnects > 0)
+    fmt::print("p35-loadgen: reconnected {} time(s) to the primary; {} entries were in flight "
+               "then and are unconfirmed (left out of --expect; they may be in the stream)\n",
+               result.reconnects, result.unconfirmed);
   if (!o.expect_path.empty()) fmt::print("p35-loadgen: expected buckets in {}\n", o.expect_path);
 }
 

@@ -245,6 +245,20 @@ bool Claimer::commit_counted(Connection& conn, const std::string& owner, StreamI
 long long Claimer::ack(Connection& conn, const std::vector<StreamId>& ids, const char* status_field,
                        const std::string& legacy_owner) {
   if (ids.empty()) return 0;
+  if (cfg_.wait_replicas > 0) {
+    // As for our own commits (P35_WAIT_REPLICAS): no ack before the replicas hold the commit
+    // (this connection's writes). Short: the entries stay pending, counted under the owner's
+    // marker; a later round finds them counted and acks them after its own WAIT.
+    const Reply w = conn.command(CommandArgs{"WAIT"}
+                                     .add(cfg_.wait_replicas)
+                                     .add(static_cast<long long>(cfg_.wait_timeout_ms)));
+    if (w.integer() < cfg_.wait_replicas) {
+      spdlog::warn("Failed to ack {} claimed entries: {} of the {} replicas P35_WAIT_REPLICAS asks "
+                   "for hold their commit; a later take-over round acks them",
+                   ids.size(), w.integer(), cfg_.wait_replicas);
+      return 0;
+    }
+  }
   CommandArgs a{"EVAL", kAckScript, "4", cfg_.stream, keys::status(cfg_.key_prefix),
                 keys::marker(cfg_.key_prefix, legacy_owner), keys::consumers(cfg_.key_prefix),
                 cfg_.group, status_field, legacy_owner};

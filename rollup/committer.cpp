@@ -135,6 +135,7 @@ Committer::Committer(const Config& cfg, Segment& seg)
       status_key_(keys::status(cfg.key_prefix)) {}
 
 Committer::Resolution Committer::start(Connection& conn, StreamId& marker) {
+  awaiting_replicas_ = false;  // a new connection: the pending record is resolved again below
   const Reply sha = conn.command({"SCRIPT", "LOAD", kCommitScript});
   sha_ = std::string(sha.str());
   MarkerState st = ensure_marker(conn, cfg_);
@@ -154,6 +155,16 @@ Committer::Resolution Committer::start(Connection& conn, StreamId& marker) {
   repair();  // no-op when run() did it already
   if (rc.pending_state.load(std::memory_order_acquire) != 0) {
     const StreamId prev = load_id(rc.pending_prev), next = load_id(rc.pending_next);
+    if (marker == next && cfg_.wait_replicas > 0) {
+      // It happened, but maybe no replica has it. WAIT counts only this connection's writes:
+      // write the marker again with its own value, then let commit() wait for the replicas
+      // before the commit is published (and acked).
+      conn.command({"SET", marker_key_, marker.str(), "XX"});
+      awaiting_replicas_ = true;
+      awaiting_since_ms_ = now_mono_ms();
+      wait_logged_ = false;
+      return Resolution::Applied;
+    }
     if (marker == next) {
       apply_pending();  // the commit happened before we lost track of it
       res = Resolution::Applied;
@@ -447,7 +458,32 @@ Reply Committer::run_script(Connection& conn, const CommandArgs& args) {
   return conn.command(args);
 }
 
+// One WAIT for the replicas; publishes the commit when enough hold it. A shortfall is logged once
+// per commit (at warning) and its end once; meanwhile the rollup loop keeps calling.
+bool Committer::replicas_hold_commit(Connection& conn) {
+  const Reply r = conn.command(
+      CommandArgs{"WAIT"}.add(cfg_.wait_replicas).add(static_cast<long long>(cfg_.wait_timeout_ms)));
+  const long long got = r.integer();
+  const int64_t waited_ms = now_mono_ms() - awaiting_since_ms_;
+  if (got < cfg_.wait_replicas) {
+    if (!wait_logged_)
+      spdlog::warn("Commit up to {} is held by {} of the {} replicas P35_WAIT_REPLICAS asks for "
+                   "after {} ms; its entries are not acked until they hold it, waiting",
+                   load_id(seg_.rollup().pending_next).str(), got, cfg_.wait_replicas, waited_ms);
+    wait_logged_ = true;
+    return false;
+  }
+  if (wait_logged_)
+    spdlog::info("Commit up to {} is held by {} replicas after {} ms; acking again",
+                 load_id(seg_.rollup().pending_next).str(), got, waited_ms);
+  awaiting_replicas_ = false;
+  apply_pending();
+  return true;
+}
+
 Committer::Outcome Committer::commit(Connection& conn, uint64_t* retries) {
+  if (awaiting_replicas_)
+    return replicas_hold_commit(conn) ? Outcome::Committed : Outcome::AwaitingReplicas;
   auto& plan = plan_;
   plan.prev = committed();
   if (!read_consistent(plan, retries)) return Outcome::NothingNew;  // ingest too busy: next round
@@ -478,6 +514,12 @@ Committer::Outcome Committer::commit(Connection& conn, uint64_t* retries) {
       discard_pending();
     }
     throw;  // connection lost: outcome unknown until start() reads the marker again
+  }
+  if (cfg_.wait_replicas > 0) {
+    awaiting_replicas_ = true;
+    awaiting_since_ms_ = now_mono_ms();
+    wait_logged_ = false;
+    return replicas_hold_commit(conn) ? Outcome::Committed : Outcome::AwaitingReplicas;
   }
   apply_pending();
   if (!refused_.empty()) {

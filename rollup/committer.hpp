@@ -69,7 +69,10 @@ class Committer {
  public:
   // Refused: Redis refused the whole commit (a field HINCRBY cannot add to); retry with backoff.
   // Fenced: the ownership key does not hold our instance token (another instance has the name).
-  enum class Outcome { Committed, NothingNew, Conflict, Refused, Fenced };
+  // AwaitingReplicas: the commit reached the primary but not yet P35_WAIT_REPLICAS replicas; it is
+  // not published to the segment (so ackd acks none of its entries) until a later commit() call
+  // sees enough replicas hold it.
+  enum class Outcome { Committed, NothingNew, Conflict, Refused, Fenced, AwaitingReplicas };
   // MarkerMissing: our registered marker is gone and the segment cannot restore it: wait.
   enum class Resolution { NoPending, Applied, Discarded, Conflict, NotReady, MarkerMissing };
 
@@ -86,6 +89,7 @@ class Committer {
   std::optional<StreamId> repair();
   StreamId committed() const { return own_id(seg_.rollup().committed); }
   const std::string& conflict_text() const { return conflict_; }
+  bool awaiting_replicas() const { return awaiting_replicas_; }
   // The deltas of the last commit that returned Committed (for the snapshot writer's cache).
   const std::vector<MinuteDelta>& last_commit() const { return plan_.minutes; }
 
@@ -99,6 +103,12 @@ class Committer {
   void discard_pending();
   Reply run_script(Connection& conn, const CommandArgs& args);
   void report_refused(const std::string& said, StreamId next);
+  bool replicas_hold_commit(Connection& conn);
+
+  // WAIT (P35_WAIT_REPLICAS) has not yet confirmed the commit the pending record describes.
+  bool awaiting_replicas_ = false;
+  int64_t awaiting_since_ms_ = 0;
+  bool wait_logged_ = false;  // the shortfall of the awaited commit was logged
 
   const Config& cfg_;
   Segment& seg_;

@@ -244,7 +244,8 @@ int Rollup::run() {
       sleep_unless_stopped(backoff_.next_delay_ms());
       continue;
     }
-    if (bell.load(std::memory_order_acquire) == seen) {
+    // Awaiting replicas (P35_WAIT_REPLICAS): the WAIT itself was the pause; ask again at once.
+    if (bell.load(std::memory_order_acquire) == seen && !committer_.awaiting_replicas()) {
       const int64_t until = std::min({next_snapshot_ms_, next_status_ms_, next_lease_ms_,
                                       owner_.next_renewal_ms()}) - now_mono_ms();
       bell_wait(bell, seen, static_cast<int>(std::clamp<int64_t>(until, 1, 1000)));

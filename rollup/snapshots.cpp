@@ -457,6 +457,7 @@ void StatusWriter::write(Connection& conn, bool global, const Reply* groups_repl
     a.add(std::string(name) + "_starts").add(static_cast<long long>(b.starts.load()));
     a.add(std::string(name) + "_redis_errors").add(static_cast<long long>(ld(b.redis_errors)));
     a.add(std::string(name) + "_outages").add(static_cast<long long>(ld(b.outages)));
+    a.add(std::string(name) + "_primary_moves").add(static_cast<long long>(ld(b.primary_moves)));
   };
   CommandArgs a{"HSET", keys::status(cfg_.key_prefix) + ":" + cfg_.consumer};
   a.add("pending_estimate").add(static_cast<long long>(pending));

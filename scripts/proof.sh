@@ -46,7 +46,8 @@ declare -A setting=(
   [REDIS_HOST]=127.0.0.1 [REDIS_PORT]=6379 [REDIS_DB]=0 [REDIS_SOCKET]="" [REDIS_USERNAME]=""
   [REDIS_PASSWORD]="" [REDIS_PASSWORD_FILE]="" [P35_STREAM]=quantum:stream:apply.result
   [P35_GROUP]=p35_decision_intel [P35_CONSUMER]="" [P35_SHM_NAME]=quantum-p35
-  [P35_KEY_PREFIX]=quantum:p35:
+  [P35_KEY_PREFIX]=quantum:p35: [REDIS_SENTINELS]="" [REDIS_SENTINEL_MASTER]=mymaster
+  [REDIS_SENTINEL_USERNAME]="" [REDIS_SENTINEL_PASSWORD]="" [REDIS_SENTINEL_PASSWORD_FILE]=""
 )
 
 read_env_file() {
@@ -82,6 +83,40 @@ consumer="${setting[P35_CONSUMER]}"
 prefix="${setting[P35_KEY_PREFIX]}"
 shm_name="${setting[P35_SHM_NAME]}"
 
+if [ -z "${setting[REDIS_SENTINEL_PASSWORD]}" ] && [ -n "${setting[REDIS_SENTINEL_PASSWORD_FILE]}" ]; then
+  setting[REDIS_SENTINEL_PASSWORD]="$(head -n1 "${setting[REDIS_SENTINEL_PASSWORD_FILE]}" 2>/dev/null)"
+fi
+
+# With REDIS_SENTINELS, as the stages do: ask each sentinel in turn for the primary, then confirm
+# it with ROLE. The sentinels' password goes through REDISCLI_AUTH of that one command only.
+resolve_primary() {
+  local item host port addr s_user=() master="${setting[REDIS_SENTINEL_MASTER]}"
+  [ -n "${setting[REDIS_SENTINEL_USERNAME]}" ] && s_user=(--user "${setting[REDIS_SENTINEL_USERNAME]}")
+  IFS=',' read -ra items <<<"${setting[REDIS_SENTINELS]}"
+  for item in "${items[@]}"; do
+    item="${item// /}"
+    host="${item%:*}" port="${item##*:}"
+    host="${host#[}" host="${host%]}"
+    addr="$(REDISCLI_AUTH="${setting[REDIS_SENTINEL_PASSWORD]}" redis-cli --no-auth-warning \
+      -h "$host" -p "$port" "${s_user[@]}" SENTINEL get-master-addr-by-name "$master" 2>/dev/null)"
+    if [ "$(printf '%s\n' "$addr" | wc -l)" -eq 2 ] && [ -n "$(printf '%s' "$addr" | sed -n 2p)" ]; then
+      setting[REDIS_HOST]="$(printf '%s\n' "$addr" | sed -n 1p)"
+      setting[REDIS_PORT]="$(printf '%s\n' "$addr" | sed -n 2p)"
+      setting[REDIS_SOCKET]=""
+      info "sentinel $item names ${setting[REDIS_HOST]}:${setting[REDIS_PORT]} as primary '$master'"
+      return 0
+    fi
+  done
+  return 1
+}
+if [ -n "${setting[REDIS_SENTINELS]}" ]; then
+  if ! resolve_primary; then
+    fail "no sentinel of REDIS_SENTINELS=${setting[REDIS_SENTINELS]} names primary '${setting[REDIS_SENTINEL_MASTER]}'"
+    echo "PROOF FAILED: the primary is unknown; nothing else can be checked"
+    exit 1
+  fi
+fi
+
 # redis-cli with the stages' connection; the password goes through REDISCLI_AUTH, never argv.
 conn=(-n "${setting[REDIS_DB]}")
 if [ -n "${setting[REDIS_SOCKET]}" ]; then
@@ -104,6 +139,14 @@ if [ "$pong" != "PONG" ]; then
   exit 1
 fi
 ok "Redis answers (${conn[*]})"
+if [ -n "${setting[REDIS_SENTINELS]}" ]; then
+  role="$(R ROLE 2>&1 | head -n1)"
+  if [ "$role" = "master" ]; then
+    ok "the server the sentinels name says it is the primary (ROLE master)"
+  else
+    fail "the server the sentinels name says ROLE '$role', not master (a failover under way?)"
+  fi
+fi
 
 # One field of our group from XINFO GROUPS (raw output: name, value, name, value, ... per group).
 # Plain bash: proof.sh needs nothing beyond coreutils, grep, sed and redis-cli.

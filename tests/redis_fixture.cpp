@@ -238,4 +238,43 @@ Connection RedisServer::connect(const RedisOptions& options) const {
   return c;
 }
 
+// ---- SentinelServer -----------------------------------------------------------------------------
+
+SentinelServer::SentinelServer(const std::string& dir, int primary_port, const std::string& master) {
+  port_ = pick_free_loopback_port();
+  const std::string conf = dir + "/sentinel-" + std::to_string(port_) + ".conf";
+  log_path_ = dir + "/sentinel-" + std::to_string(port_) + ".log";
+  const std::string m = master;
+  write_file(conf, "port " + std::to_string(port_) + "\nbind 127.0.0.1\ndir " + dir +
+                       "\nsentinel monitor " + m + " 127.0.0.1 " + std::to_string(primary_port) +
+                       " 2\nsentinel down-after-milliseconds " + m +
+                       " 1000\nsentinel failover-timeout " + m + " 5000\n");
+  SpawnOptions spawn;
+  spawn.log_path = log_path_;
+  process_ = std::make_unique<ChildProcess>(
+      std::vector<std::string>{redis_server_program(), conf, "--sentinel"}, spawn);
+  const bool up = wait_until(
+      [&] {
+        try {
+          connect().command({"PING"});
+          return true;
+        } catch (const RedisError&) {
+          return false;
+        }
+      },
+      10000, 20);
+  if (!up) throw std::runtime_error("Failed to start a sentinel:\n" + file_tail(log_path_));
+}
+
+Connection SentinelServer::connect() const {
+  RedisOptions o;
+  o.host = "127.0.0.1";
+  o.port = port_;
+  o.connect_timeout_ms = 1000;
+  o.command_timeout_ms = 2000;
+  Connection c(o);
+  c.connect();
+  return c;
+}
+
 }  // namespace p35

@@ -85,4 +85,22 @@ class RedisServer {
 // A loopback TCP port that was free when asked (bind 127.0.0.1:0, read it, close).
 int pick_free_loopback_port();
 
+// A Redis Sentinel (`redis-server <file> --sentinel`) on a free loopback port, monitoring the
+// primary at 127.0.0.1:<primary_port> as `master` with quorum 2, down-after 1 s and failover
+// timeout 5 s (TEST_NOTES.md). Its writable config file and log live in `dir`, which must outlive
+// it. Started by the constructor (waits for PING), SIGKILLed by the destructor.
+class SentinelServer {
+ public:
+  SentinelServer(const std::string& dir, int primary_port, const std::string& master = "mymaster");
+  int port() const { return port_; }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port_); }
+  std::string log_path() const { return log_path_; }
+  Connection connect() const;
+
+ private:
+  int port_ = 0;
+  std::string log_path_;
+  std::unique_ptr<ChildProcess> process_;
+};
+
 }  // namespace p35

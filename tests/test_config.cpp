@@ -475,3 +475,87 @@ TEST_CASE("process_environment copies only the variables the table knows", "[con
   ::unsetenv("P35_BATCH_SIZE");
   ::unsetenv("P35_NOT_AN_OPTION");
 }
+
+// ---- Redis Sentinel (issue 17) -----------------------------------------------------------------
+
+TEST_CASE("REDIS_SENTINELS is parsed into host:port items, by variable and by flag", "[config][sentinel]") {
+  const Config c = parse({}, {{"REDIS_SENTINELS", "127.0.0.1:26379, sentinel-b.internal:26380,[::1]:5000"},
+                              {"REDIS_HOST", "ignored.example"}})
+                       .config;
+  REQUIRE(c.sentinels.size() == 3);
+  CHECK(c.sentinels[0] == p35::HostPort{"127.0.0.1", 26379});
+  CHECK(c.sentinels[1] == p35::HostPort{"sentinel-b.internal", 26380});
+  CHECK(c.sentinels[2] == p35::HostPort{"::1", 5000});
+  CHECK(c.sentinel_master == "mymaster");
+  CHECK(c.wait_replicas == 0);
+  CHECK_THAT(p35::describe(c), Contains("redis=sentinel:mymaster@127.0.0.1:26379"));
+
+  const Config f = parse({"--redis-sentinels=10.0.0.1:26379", "--redis-sentinel-master=p35-main",
+                          "--redis-sentinel-username=watcher", "--wait-replicas=1",
+                          "--wait-timeout-ms=250"})
+                       .config;
+  REQUIRE(f.sentinels.size() == 1);
+  CHECK(f.sentinels[0] == p35::HostPort{"10.0.0.1", 26379});
+  CHECK(f.sentinel_master == "p35-main");
+  CHECK(f.sentinel_username == "watcher");
+  CHECK(f.wait_replicas == 1);
+  CHECK(f.wait_timeout_ms == 250);
+  CHECK(parse({}).config.sentinels.empty());
+}
+
+TEST_CASE("a bad REDIS_SENTINELS item is a configuration error naming it", "[config][sentinel]") {
+  for (const std::string bad : {"b", "b:", ":26379", "b:0", "b:65536", "b:x", "b c:1", ""}) {
+    INFO(bad);
+    const std::string message = env_error("REDIS_SENTINELS", "a:26379," + bad);
+    CHECK_THAT(message, Contains("invalid REDIS_SENTINELS item \"" + bad + "\""));
+  }
+  CHECK_THAT(error_of({"--redis-sentinels=a:1,,b:2"}), Contains("item \"\""));
+  CHECK_THAT(env_error("REDIS_SENTINEL_MASTER", ""), Contains("REDIS_SENTINEL_MASTER"));
+  CHECK_THAT(env_error("P35_WAIT_REPLICAS", "-1"), Contains("P35_WAIT_REPLICAS"));
+  CHECK_THAT(env_error("P35_WAIT_TIMEOUT_MS", "0"), Contains("P35_WAIT_TIMEOUT_MS"));
+}
+
+TEST_CASE("the sentinels' password is a secret of its own, from a variable, a file or systemd",
+          "[config][sentinel]") {
+  const std::string secret = "sentinelXYZ";
+  const Environment env{{"REDIS_SENTINEL_PASSWORD", secret}, {"REDIS_SENTINELS", "h:1"}};
+  const Config c = parse({}, env).config;
+  CHECK(c.sentinel_password == secret);
+  CHECK(c.redis_password.empty());  // kept apart from the data password
+  CHECK_THAT(p35::describe(c), !Contains(secret));
+  CHECK_THAT(p35::describe(c), Contains("sentinel_password=***"));
+  CHECK_THAT(parse({"--help"}, env).out_text, !Contains(secret));
+  CHECK_THAT(error_of({"--redis-port=x"}, env), !Contains(secret));
+  CHECK_THAT(error_of({"--redis-sentinel-password=" + secret, "--redis-sentinels=h:0"}),
+             !Contains(secret));
+
+  TempDir dir;
+  const std::string file = dir.write("sentinel-pw", secret + "\n");
+  CHECK(parse({"--redis-sentinel-password-file=" + file}).config.sentinel_password == secret);
+  const std::string both = error_of({"--redis-sentinel-password-file=" + file}, env);
+  CHECK_THAT(both, Contains("REDIS_SENTINEL_PASSWORD and REDIS_SENTINEL_PASSWORD_FILE"));
+  CHECK_THAT(both, !Contains(secret));
+  const std::string empty = dir.write("empty", "\n" + secret + "\n");
+  const std::string message = env_error("REDIS_SENTINEL_PASSWORD_FILE", empty);
+  CHECK_THAT(message, Contains("REDIS_SENTINEL_PASSWORD_FILE"));
+  CHECK_THAT(message, !Contains(secret));
+
+  // systemd's LoadCredential=redis-sentinel-password:<file>
+  dir.write("redis-sentinel-password", secret + "\n");
+  const Config s = parse({}, {{"CREDENTIALS_DIRECTORY", dir.path("")}}).config;
+  CHECK(s.sentinel_password == secret);
+  CHECK(s.redis_password.empty());
+}
+
+TEST_CASE("--help lists the Sentinel settings", "[config][sentinel]") {
+  const std::string help = parse({"--help"}).out_text;
+  for (const char* text :
+       {"--redis-sentinels=HOST:PORT,...", "REDIS_SENTINELS", "--redis-sentinel-master=NAME",
+        "REDIS_SENTINEL_MASTER (default: mymaster)", "--redis-sentinel-username=USER",
+        "REDIS_SENTINEL_PASSWORD (secret: never printed)", "--redis-sentinel-password-file=PATH",
+        "--wait-replicas=N", "P35_WAIT_REPLICAS (default: 0)", "--wait-timeout-ms=N",
+        "P35_WAIT_TIMEOUT_MS (default: 1000)"}) {
+    INFO(text);
+    CHECK_THAT(help, Contains(text));
+  }
+}
