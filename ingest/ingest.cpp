@@ -64,6 +64,7 @@ int Ingest::run() {
   const StopWakeups wakeups(nullptr);  // the socket is registered on each connect
   counter_.recover();
   spdlog::info("Segment {}: counted up to {}", seg_.name(), counter_.counted_id().str());
+  notify_ready_waiting_redis();  // the segment is ours: ready, whether or not Redis answers yet
   // hiredis's read timeout must outlive XREADGROUP BLOCK, or every quiet period looks like a failure.
   while (!stop_requested()) {
     if (!stage_.heartbeat()) {
@@ -76,10 +77,6 @@ int Ingest::run() {
         if (!connect_with_retry(conn_, outage_, cfg_.reconnect_max_ms, &stage_)) break;
         set_stop_socket(conn_.fd());  // SIGTERM ends a long XREADGROUP BLOCK at once
         prepare_redis();
-        if (!ready_sent_) {
-          notify_ready();
-          ready_sent_ = true;
-        }
         stage_.set_state(shm::StageState::Running);
       }
       const size_t n = read_once();

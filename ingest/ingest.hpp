@@ -44,7 +44,6 @@ class Ingest {
   CommandArgs read_new_at_once_;
   std::vector<Field> fields_;
   Normalized norm_;
-  bool ready_sent_ = false;
   StatusLine status_line_;
 };
 

@@ -10,6 +10,7 @@
 #include "daemon.hpp"
 #include "inspect.hpp"
 #include "shm.hpp"
+#include "version.hpp"
 
 namespace {
 

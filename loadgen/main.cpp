@@ -15,6 +15,7 @@
 #include <type_traits>
 
 #include "loadgen.hpp"
+#include "version.hpp"
 
 namespace {
 
@@ -70,6 +71,7 @@ cxxopts::Options make_options() {
       ("redis-password", "Password (env REDIS_PASSWORD)", cxxopts::value<std::string>())
       ("expect", "Write the expected bucket contents to FILE", cxxopts::value<std::string>())
       ("quiet", "Print nothing but errors")
+      ("version", "Print the version and exit")
       ("help", "Show this help");
   // clang-format on
   return o;
@@ -172,6 +174,10 @@ int main(int argc, char** argv) {
     const auto parsed = cli.parse(argc, argv);
     if (parsed.count("help")) {
       fmt::print("{}", cli.help());
+      return EXIT_SUCCESS;
+    }
+    if (parsed.count("version")) {
+      fmt::print("p35-loadgen {}\n", P35_VERSION);
       return EXIT_SUCCESS;
     }
     options = to_options(parsed);

@@ -43,12 +43,6 @@ bool Rollup::ensure_connected() {
   while (!started_) {
     if (!conn_.connected() && !connect_with_retry(conn_, outage_, cfg_.reconnect_max_ms, &stage_))
       return false;
-    if (!ready_sent_) {
-      // Segment attached and Redis answered. Not later: on a fresh segment rollup waits for ingest,
-      // which systemd starts only once rollup is ready.
-      notify_ready();
-      ready_sent_ = true;
-    }
     try {
       StreamId marker;
       switch (committer_.start(conn_, marker)) {
@@ -141,6 +135,9 @@ bool Rollup::step() {
 
 int Rollup::run() {
   const StopWakeups wakeups(&seg_.ingest().rollup_bell);
+  // Ready once the segment is attached, before Redis answers and before the wait for ingest on a
+  // fresh segment below (ensure_connected): systemd starts ingest only once rollup is ready.
+  notify_ready_waiting_redis();
   while (!stop_requested()) {
     if (!stage_.heartbeat()) {
       spdlog::error("Segment {} was removed or replaced under us; exiting", shm_path(seg_.name()));

@@ -40,7 +40,6 @@ class Rollup {
   StatusLine status_line_{seg_};
   int64_t next_claim_ms_ = 0;
   bool started_ = false;
-  bool ready_sent_ = false;
   bool conflict_at_start_ = false;
   int64_t next_snapshot_ms_ = 0;
   int64_t next_status_ms_ = 0;
