@@ -1,10 +1,15 @@
-// Tests of what the programs tell an operator before they run: --version of all five binaries,
-// --check-config, and exit code 78 (EX_CONFIG, the units' RestartPreventExitStatus=) for a bad
-// setting, a login Redis refuses and a segment another user owns.
+// Tests of what the programs tell an operator and systemd at start: --version of all five
+// binaries, --check-config, exit code 78 (EX_CONFIG, the units' RestartPreventExitStatus=) for a
+// bad setting, a login Redis refuses and a segment another user owns, and READY=1 with
+// STATUS=waiting-redis while Redis is down (a NOTIFY_SOCKET of the test's own).
+#include <poll.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include <catch2/catch.hpp>
+#include <csignal>
 #include <cstdio>
 #include <fstream>
 #include <sstream>
@@ -145,4 +150,73 @@ TEST_CASE("a segment another user owns: the stage names the owner and exits 78",
   CHECK(r.status.exited_with(p35::kExitConfig));
   CHECK_THAT(r.output, Contains("is owned by uid 0 (root)") && Contains("runs as uid 65534") &&
                            Contains("rm " + guard.path()));
+}
+
+namespace {
+
+// A datagram socket standing in for systemd's NOTIFY_SOCKET: what a stage sends with sd_notify.
+class NotifySocket {
+ public:
+  NotifySocket() {
+    char tmpl[] = "/tmp/p35-notify.XXXXXX";
+    REQUIRE(::mkdtemp(tmpl) != nullptr);
+    dir_ = tmpl;
+    path_ = dir_ + "/notify";
+    fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    REQUIRE(fd_ >= 0);
+    sockaddr_un addr{};
+    addr.sun_family = AF_UNIX;
+    std::snprintf(addr.sun_path, sizeof addr.sun_path, "%s", path_.c_str());
+    REQUIRE(::bind(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  }
+  ~NotifySocket() {
+    ::close(fd_);
+    ::unlink(path_.c_str());
+    ::rmdir(dir_.c_str());
+  }
+  NotifySocket(const NotifySocket&) = delete;
+  NotifySocket& operator=(const NotifySocket&) = delete;
+  const std::string& path() const { return path_; }
+  // The next message containing `text` within `ms`; "" when none came.
+  std::string wait_for(const std::string& text, int ms) {
+    const int64_t until = p35::now_mono_ms() + ms;
+    for (int64_t left = ms; left > 0; left = until - p35::now_mono_ms()) {
+      pollfd pfd{fd_, POLLIN, 0};
+      if (::poll(&pfd, 1, static_cast<int>(left)) <= 0) continue;
+      char buf[4096];
+      const ssize_t n = ::recv(fd_, buf, sizeof buf, 0);
+      if (n > 0 && std::string(buf, static_cast<size_t>(n)).find(text) != std::string::npos)
+        return std::string(buf, static_cast<size_t>(n));
+    }
+    return "";
+  }
+
+ private:
+  std::string dir_, path_;
+  int fd_ = -1;
+};
+
+}  // namespace
+
+TEST_CASE("READY=1 with STATUS=waiting-redis while Redis is down, then connected", "[cli]") {
+  p35::RedisServer redis;
+  redis.stop();  // down at start: its socket is gone
+  const p35::test::ShmGuard guard;
+  for (const auto& [name, bin] : stages()) {
+    INFO(name);
+    NotifySocket notify;
+    SpawnOptions so;
+    so.env = {{"NOTIFY_SOCKET", notify.path()}, {"REDIS_SOCKET", redis.socket_path()},
+              {"P35_SHM_NAME", guard.name()}, {"P35_CONSUMER", "cli-ready"}};
+    ChildProcess stage({bin}, so);
+    const std::string ready = notify.wait_for("READY=1", 10000);
+    CHECK_THAT(ready, Contains("STATUS=waiting-redis"));
+    redis.start();
+    CHECK_FALSE(notify.wait_for("STATUS=connected to Redis", 15000).empty());
+    REQUIRE(stage.send_signal(SIGTERM));
+    const auto st = stage.wait_exit(15000);
+    REQUIRE(st.has_value());
+    CHECK(st->exited_with(0));
+    redis.stop();
+  }
 }
