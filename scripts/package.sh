@@ -55,7 +55,10 @@ options="parallel=${P35_PACKAGE_JOBS:-2}"
 profiles=""
 [ "$check" -eq 1 ] || profiles="-Pnocheck"
 if command -v ccache >/dev/null; then
-  export CC="ccache gcc" CXX="ccache g++"
+  # debhelper (compat 13) gives the build a HOME of its own inside the copy, which would hold a
+  # cache of its own that the next run's copy deletes: name the user's cache explicitly.
+  CCACHE_DIR="${CCACHE_DIR:-$(ccache -k cache_dir)}"
+  export CCACHE_DIR CC="ccache gcc" CXX="ccache g++"
   export CCACHE_BASEDIR="$src"
 fi
 started=$SECONDS
