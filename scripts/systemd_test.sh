@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The real-systemd test: builds the Debian package (scripts/package.sh, into <build>/deb), boots
-# this host's own systemd as PID 1 of a throwaway container (systemd-nspawn --volatile=overlay:
-# the host's tree under a tmpfs overlay, so dpkg can write /usr and its database), installs the
+# this host's own systemd as PID 1 of a throwaway container (systemd-nspawn on an overlay of the
+# host's root with a tmpfs upper layer, so dpkg can write /usr and its database), installs the
 # package there with dpkg -i, and checks the installed units against a private redis-server: the
 # first version's unit conflicting and retired, Redis down at start (target active at once,
 # STATUS waiting-redis), a configuration error (exit 78 at error priority, no restart), start
@@ -27,6 +27,7 @@ env_file=/etc/quantum/p35-decision-intelligence.env
 old_unit=quantum-p35-decision-intelligence.service  # the first version's unit (a stand-in here)
 stages=(ackd rollup ingest)
 work=""
+root=""                         # the overlay the container boots: / below, a tmpfs above
 cgroups=()
 nspawn_pid=""
 redis_pid=""
@@ -104,6 +105,11 @@ cleanup() {
     done
   done
   rmdir "/run/systemd/nspawn/propagate/$tag" 2>/dev/null
+  if [ -n "$root" ]; then
+    umount "$root/merged" 2>/dev/null; umount "$root/layers" 2>/dev/null
+    # Only once nothing is mounted there: never a recursive delete through a mount.
+    if ! findmnt -rn -o TARGET | grep -q "^$root/"; then rm -rf "$root"; fi
+  fi
   [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null
   [ -n "$work" ] && rm -rf "$work"
 }
@@ -134,7 +140,19 @@ new_cgroup() {
   fi
 }
 
+# The host's root filesystem read-only below, a tmpfs above: the container may change anything.
+make_root() {
+  root="$(mktemp -d /tmp/p35-systemd-root.XXXXXX)"
+  mkdir "$root/layers" "$root/merged"
+  mount -t tmpfs -o size=1g,mode=0755 p35-systemd-test "$root/layers" || fail "could not mount a tmpfs"
+  mkdir "$root/layers/upper" "$root/layers/work"
+  mount -t overlay p35-systemd-test \
+    -o "lowerdir=/,upperdir=$root/layers/upper,workdir=$root/layers/work" "$root/merged" ||
+    fail "could not mount the overlay of / (overlayfs)"
+}
+
 boot_container() {
+  make_root
   local binds=(--bind-ro="$here")
   case "$build/" in "$here"/*) ;; *) binds+=(--bind-ro="$build") ;; esac
   new_cgroup
@@ -150,7 +168,7 @@ boot_container() {
              apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer man-db.timer; do
       masked+=(--bind-ro=/dev/null:/etc/systemd/system/$u)
     done
-    exec systemd-nspawn -D / --volatile=overlay -b -M "$tag" --register=no --keep-unit \
+    exec systemd-nspawn -D "$root/merged" -b -M "$tag" --register=no --keep-unit \
       --console=pipe --system-call-filter=bpf --private-network "${masked[@]}" \
       "${binds[@]}" --bind="$work:/run/p35-test"
   ) </dev/null >"$work/console.log" 2>&1 &
@@ -385,9 +403,9 @@ wait_for 10 "ingest to fail on the configuration error" ingest_failed
 sleep 2   # RestartSec=500ms: a restart would have happened by now
 [ "$(prop ingest ExecMainStatus)" = 78 ] || fail "ingest exited with $(prop ingest ExecMainStatus), not 78"
 [ "$(prop ingest NRestarts)" = 0 ] || fail "systemd restarted ingest $(prop ingest NRestarts) times after a configuration error"
-config_error_at_err() { C journalctl --no-pager -o cat -p err -u quantum-p35-ingest.service | grep -q "invalid REDIS_PORT"; }
+config_error_at_err() { C journalctl --no-pager -o cat -p err -u quantum-p35-ingest.service | grep -q "Failed to read the configuration: invalid --redis-port"; }
 wait_for 10 "the configuration error at error priority in the journal" config_error_at_err
-ok "configuration error: exit 78, failed with NRestarts 0, journal at priority err: '$(C journalctl --no-pager -o cat -p err -u quantum-p35-ingest.service | grep -m1 "invalid REDIS_PORT")'"
+ok "configuration error: exit 78, failed with NRestarts 0, journal at priority err: '$(C journalctl --no-pager -o cat -p err -u quantum-p35-ingest.service | grep -m1 "Failed to read the configuration")'"
 C rm /run/systemd/system/quantum-p35-ingest.service.d/test-bad.conf
 C systemctl daemon-reload
 C systemctl reset-failed quantum-p35-ingest.service
