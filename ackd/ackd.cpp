@@ -106,11 +106,11 @@ int Ackd::run() {
   if (const auto repaired = repair_id(seg_.ackd().acked))
     spdlog::warn("Repaired the acked watermark left half-published by the previous p35-ackd: {}",
                  repaired->str());
-  bool ready_sent = false;
   StatusLine status_line(seg_);
   const StopWakeups wakeups(&seg_.ingest().ackd_bell);
   const int idle_wait_ms = watchdog_bounded_ms(kIdleWaitMs);
   const int linger_ms = watchdog_bounded_ms(cfg_.ack_linger_ms);
+  notify_ready_waiting_redis();  // the segment is attached: ready, whether or not Redis answers yet
   while (true) {
     if (!stage_.heartbeat()) {
       spdlog::error("Segment {} was removed or replaced under us; exiting", shm_path(seg_.name()));
@@ -118,10 +118,6 @@ int Ackd::run() {
     }
     if (!conn_.connected()) {
       if (!connect_with_retry(conn_, outage_, cfg_.reconnect_max_ms, &stage_)) break;
-      if (!ready_sent) {
-        notify_ready();
-        ready_sent = true;
-      }
       stage_.set_state(shm::StageState::Running);
     }
     auto& bell = seg_.ingest().ackd_bell;

@@ -4,11 +4,12 @@
 #include "ackd.hpp"
 #include "config.hpp"
 #include "daemon.hpp"
+#include "version.hpp"
 
 namespace {
 int run(const p35::Config& cfg) {
   spdlog::info("Starting p35-ackd {}: {}", P35_VERSION, p35::describe(cfg));
-  auto seg = p35::Segment::open_or_create(p35::SegmentSpec::from_config(cfg));
+  auto seg = p35::open_stage_segment(cfg);
   p35::Ackd ackd(cfg, seg);
   return ackd.run();
 }

@@ -15,6 +15,7 @@
 #include <utility>
 
 #include "log.hpp"
+#include "version.hpp"
 
 namespace p35 {
 namespace {
@@ -522,6 +523,7 @@ cxxopts::Options make_cxxopts(const ProgramInfo& info) {
   auto add = options.add_options();
   add("h,help", "print this help and exit");
   add("version", "print the version and exit");
+  add("check-config", "validate the settings, print them (no secrets) and exit");
   add("env-file", "read settings from FILE", cxxopts::value<std::string>());
   for (const Option& o : kOptions) {
     auto value = cxxopts::value<std::string>();
@@ -595,6 +597,8 @@ std::string help_text(const ProgramInfo& info) {
       "booleans take true/false, 1/0, yes/no or on/off.\n\nGeneral:\n";
   append_help_row(out, "-h, --help", "print this help and exit", "");
   append_help_row(out, "--version", "print the version and exit", "");
+  append_help_row(out, "--check-config", "validate the settings, print them (no secrets), exit",
+                  "Exit code 0 when valid, 78 (EX_CONFIG) with the reason on stderr when not.");
   append_help_row(out, "--env-file=FILE", "read settings from FILE (no variable)", "");
   std::string_view group;
   for (const Option& o : kOptions) {
@@ -709,6 +713,7 @@ ParseResult parse_checked(int argc, const char* const* argv, const ProgramInfo& 
   use_systemd_credential(c.sentinel_password, c.sentinel_password_file,
                          kSentinelPasswordCredential, env);
   finish(result.config, secrets);
+  result.check_config = flags.count("check-config") != 0;
   return result;
 }
 
@@ -817,6 +822,25 @@ std::string describe(const Config& cfg) {
                       cfg.stream, cfg.group, cfg.consumer, cfg.shm_name, cfg.key_prefix,
                       cfg.symbol_breakdown ? "on" : "off");
   return line;
+}
+
+std::string effective_settings(const Config& cfg) {
+  std::string out;
+  if (!cfg.env_file.empty()) out += fmt::format("# env file: {}\n", cfg.env_file);
+  for (const Option& o : kOptions) {
+    std::string value;
+    if (o.secret) {
+      value = (cfg.*o.text_field).empty() ? "unset" : "set";  // also when read from a file
+    } else if (o.kind == Kind::integer) {
+      value = std::to_string(cfg.*o.int_field);
+    } else if (o.kind == Kind::boolean) {
+      value = cfg.*o.bool_field ? "true" : "false";
+    } else {
+      value = cfg.*o.text_field;
+    }
+    out += fmt::format("{}={}\n", o.variable, value);
+  }
+  return out;
 }
 
 std::vector<OptionDoc> option_docs() {

@@ -98,6 +98,7 @@ struct ProgramInfo {
 
 struct ParseResult {
   bool exit_now = false;  // --help or --version was printed to `out_text`
+  bool check_config = false;  // --check-config: validate, print effective_settings(), exit
   std::string out_text;
   Config config;
 };
@@ -129,6 +130,9 @@ ParseResult parse_config(int argc, const char* const* argv, const ProgramInfo& i
 
 // One line describing the connection target and names, with the password masked; for start-up logs.
 std::string describe(const Config& cfg);
+
+// Every setting as VARIABLE=value lines (--check-config), the password only as "set" or "unset".
+std::string effective_settings(const Config& cfg);
 
 // One row of the option table as --help shows it (for tests and documentation generators; the
 // same table drives the flags and the environment lookup).

@@ -74,6 +74,7 @@ bool stop_requested() { return g_stop.load(std::memory_order_relaxed); }
 void request_stop() { g_stop.store(true, std::memory_order_relaxed); }
 
 void notify_ready() { sd_notify(0, "READY=1"); }
+void notify_ready_waiting_redis() { sd_notify(0, "READY=1\nSTATUS=waiting-redis"); }
 void notify_stopping() { sd_notify(0, "STOPPING=1"); }
 void notify_status(const std::string& text) { sd_notify(0, ("STATUS=" + text).c_str()); }
 void notify_watchdog() {
@@ -192,6 +193,19 @@ void sleep_unless_stopped(int ms) {
   }
 }
 
+Segment open_stage_segment(const Config& cfg) {
+  bool created = false;
+  auto seg = Segment::open_or_create(SegmentSpec::from_config(cfg), &created);
+  spdlog::info("{} segment {} ({} bytes)", created ? "Created" : "Attached to",
+               shm_path(cfg.shm_name), seg.size());
+  // A warning for whoever started it by hand at a terminal (the tests and CI run as root too).
+  if (created && ::geteuid() == 0 && ::isatty(STDERR_FILENO) == 1)
+    spdlog::warn("Created {} as root: the units (User=quantum-p35) will refuse it; after this run "
+                 "remove it (rm {}) or run stages by hand as that user (runuser -u quantum-p35 --)",
+                 shm_path(cfg.shm_name), shm_path(cfg.shm_name));
+  return seg;
+}
+
 bool connect_with_retry(Connection& conn, OutageTracker& outage, int max_backoff_ms,
                         StageHandle* stage) {
   Backoff backoff(max_backoff_ms);
@@ -202,21 +216,63 @@ bool connect_with_retry(Connection& conn, OutageTracker& outage, int max_backoff
       if (stage != nullptr && conn.primary_moves() != moves_before)
         stage->block().primary_moves.fetch_add(conn.primary_moves() - moves_before,
                                                std::memory_order_relaxed);
+      notify_status("connected to Redis at " + conn.options().endpoint());
       // The outage ends with the stage's first command that works, not here: a command refused
       // on every try (NOPERM: the ACL user lacks it) must stay one outage, logged once.
       return true;
     } catch (const RedisError& e) {
       if (e.kind() == RedisErrorKind::Auth) throw;
       outage.failed("connect to " + conn.options().endpoint(), e);
+      notify_status("waiting-redis: " + std::string(e.what()));
     }
-    if (stage != nullptr) {
-      stage->set_state(shm::StageState::WaitingRedis);
-      stage->heartbeat();
+    if (stage != nullptr) stage->set_state(shm::StageState::WaitingRedis);
+    // In slices within a third of WatchdogSec: the stage is READY already, so systemd's watchdog
+    // runs while it waits for Redis.
+    const int64_t until = now_mono_ms() + backoff.next_delay_ms();
+    for (int64_t left = until - now_mono_ms(); left > 0 && !stop_requested();
+         left = until - now_mono_ms()) {
+      if (stage != nullptr) stage->heartbeat();
+      sleep_unless_stopped(watchdog_bounded_ms(static_cast<int>(left)));
     }
-    sleep_unless_stopped(backoff.next_delay_ms());
   }
   return false;
 }
+
+namespace {
+
+// The reason a stage will not start, before logging is set up: at error priority in the journal
+// ("<3>"), so `journalctl -p err` and `systemctl status` show it.
+int config_error(const ProgramInfo& info, const ConfigError& e) {
+  std::fprintf(stderr, "%s%.*s: Failed to read the configuration: %s\n",
+               stderr_is_journal() ? "<3>" : "", static_cast<int>(info.name.size()),
+               info.name.data(), e.what());
+  return kExitConfig;
+}
+
+// Runs the stage and turns what escapes it into one critical line and the exit code.
+int run_body(const Config& cfg, int (*body)(const Config&)) {
+  try {
+    return body(cfg);
+  } catch (const ShmOwnerError& e) {
+    spdlog::critical("Failed to use the shared-memory segment: {}", e.what());
+    return kExitConfig;
+  } catch (const ShmError& e) {
+    spdlog::critical("Failed to use the shared-memory segment: {}", e.what());
+  } catch (const RedisError& e) {
+    if (e.kind() == RedisErrorKind::Auth) {
+      // A wrong password or user does not fix itself: no restart loop (RestartPreventExitStatus).
+      spdlog::critical("Failed to log in to Redis: {}; fix REDIS_USERNAME and the password "
+                       "(or the server's ACL user), then restart the unit", e.what());
+      return kExitConfig;
+    }
+    spdlog::critical("Failed to talk to Redis: {}", e.what());
+  } catch (const std::exception& e) {
+    spdlog::critical("Stopping on an unexpected error: {}", e.what());
+  }
+  return EXIT_FAILURE;
+}
+
+}  // namespace
 
 int run_main(int argc, char** argv, const ProgramInfo& info, int (*body)(const Config&)) {
   install_stop_signals();
@@ -232,21 +288,15 @@ int run_main(int argc, char** argv, const ProgramInfo& info, int (*body)(const C
     if (!cfg.sentinels.empty())
       spdlog::info("REDIS_SENTINELS is set: REDIS_HOST, REDIS_PORT and REDIS_SOCKET are ignored; "
                    "the primary '{}' is asked from the sentinels", cfg.sentinel_master);
+    if (parsed.check_config) {
+      std::printf("# %.*s: the configuration is valid\n%s", static_cast<int>(info.name.size()),
+                  info.name.data(), effective_settings(cfg).c_str());
+      return EXIT_SUCCESS;
+    }
   } catch (const ConfigError& e) {
-    std::fprintf(stderr, "%.*s: %s\n", static_cast<int>(info.name.size()), info.name.data(),
-                 e.what());
-    return 2;
+    return config_error(info, e);
   }
-  try {
-    return body(cfg);
-  } catch (const ShmError& e) {
-    spdlog::critical("Failed to use the shared-memory segment: {}", e.what());
-  } catch (const RedisError& e) {
-    spdlog::critical("Failed to talk to Redis: {}", e.what());
-  } catch (const std::exception& e) {
-    spdlog::critical("Stopping on an unexpected error: {}", e.what());
-  }
-  return EXIT_FAILURE;
+  return run_body(cfg, body);
 }
 
 }  // namespace p35

@@ -12,6 +12,8 @@
 
 namespace p35 {
 
+struct Config;
+
 // Three clocks, each for what it can answer. Wall time (CLOCK_REALTIME) steps when the host's time
 // is set: it is only for timestamps a person reads (status, logs). Anything paced or timed within
 // one process (heartbeat pacing, watchdog, link check, intervals, backoff, lingers) uses the
@@ -47,6 +49,10 @@ void request_stop();  // for tests and fatal paths
 
 // sd_notify wrappers; harmless no-ops when not run by systemd.
 void notify_ready();
+// READY=1 with STATUS=waiting-redis: a stage is ready once its segment is attached, so a target
+// whose Redis is down at boot is active at once (not "activating" until TimeoutStartSec); the
+// status says waiting-redis until connect_with_retry() reaches Redis.
+void notify_ready_waiting_redis();
 void notify_stopping();
 void notify_status(const std::string& text);
 void notify_watchdog();  // only sends when systemd asked for a watchdog
@@ -99,6 +105,10 @@ class OutageTracker {
   int64_t since_ms_ = 0;
 };
 
+// Opens or creates the stage's segment and logs which; warns when root creates it from a terminal
+// (the units run as quantum-p35 and refuse a segment of another owner).
+Segment open_stage_segment(const Config& cfg);
+
 // Connect (with AUTH/SELECT) until it works or stop is requested; sleeps with capped backoff
 // between attempts. Returns false if stop was requested first. An Auth error is rethrown: a wrong
 // password does not fix itself (NoPerm is retried: the ACL is fixed on the server, live). The
@@ -116,9 +126,13 @@ namespace p35 {
 struct Config;
 struct ProgramInfo;
 
-// The shape of every program's main(): parse options (printing --help/--version), set up logging,
-// run `body`, and turn configuration, segment and other errors into one clear line and an exit
-// code (0 success, 1 runtime failure, 2 bad configuration).
+// Exit code of a configuration error (sysexits.h EX_CONFIG): a bad setting, a refused Redis login
+// (AUTH), a segment of another user. The units' RestartPreventExitStatus=78: no restart loop.
+inline constexpr int kExitConfig = 78;
+
+// The shape of every program's main(): parse options (printing --help/--version; --check-config
+// prints the settings), set up logging, run `body`, and turn configuration, segment and other
+// errors into one clear line and an exit code (0 success, 1 runtime failure, kExitConfig).
 int run_main(int argc, char** argv, const ProgramInfo& info, int (*body)(const Config&));
 
 }  // namespace p35

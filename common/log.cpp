@@ -51,15 +51,6 @@ std::optional<spdlog::level::level_enum> find_level(std::string_view name) {
   return std::nullopt;
 }
 
-// systemd sets JOURNAL_STREAM to "<device>:<inode>" of the stream it connected to stderr; only a
-// match means stderr still goes to journald (not, say, a shell redirect in the unit's child).
-bool stderr_is_journal() {
-  const char* stream = std::getenv("JOURNAL_STREAM");
-  struct stat st {};
-  if (stream == nullptr || ::fstat(STDERR_FILENO, &st) != 0) return false;
-  return fmt::format("{}:{}", st.st_dev, st.st_ino) == stream;
-}
-
 // "%*" → the "<N>" syslog priority prefix journald turns into the entry's priority, so that
 // `journalctl -p warning` works.
 class SyslogPriorityFlag : public spdlog::custom_flag_formatter {
@@ -115,6 +106,15 @@ void on_logging_error(const std::string& message) noexcept {
 }
 
 }  // namespace
+
+// systemd sets JOURNAL_STREAM to "<device>:<inode>" of the stream it connected to stderr; only a
+// match means stderr still goes to journald (not, say, a shell redirect in the unit's child).
+bool stderr_is_journal() {
+  const char* stream = std::getenv("JOURNAL_STREAM");
+  struct stat st {};
+  if (stream == nullptr || ::fstat(STDERR_FILENO, &st) != 0) return false;
+  return fmt::format("{}:{}", st.st_dev, st.st_ino) == stream;
+}
 
 bool valid_log_level(std::string_view level) {
   return find_level(level).has_value();

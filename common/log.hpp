@@ -13,4 +13,8 @@ void setup_logging(std::string_view program, std::string_view level);
 // True when the level name is accepted by setup_logging.
 bool valid_log_level(std::string_view level);
 
+// True when stderr is the journald stream systemd gave us (JOURNAL_STREAM matches it): a line
+// starting "<N>" then gets syslog priority N.
+bool stderr_is_journal();
+
 }  // namespace p35

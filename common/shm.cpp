@@ -103,13 +103,13 @@ void check_owner_and_mode(const struct stat& st, std::string_view name) {
   if (!S_ISREG(st.st_mode))
     throw ShmError(fmt::format("Segment {} is not a regular file; {}", path, removal_hint(name)));
   if (st.st_uid != ::geteuid())
-    throw ShmError(fmt::format(
+    throw ShmOwnerError(fmt::format(
         "Segment {} is owned by {} (mode {:04o}), but this process runs as {}: the file's owner "
         "could change counts before they reach Redis, so it is refused. Fix: run every stage as "
         "the user that owns it, or {}",
         path, user_text(st.st_uid), mode, user_text(::geteuid()), removal_hint(name)));
   if ((mode & 077) != 0)
-    throw ShmError(fmt::format(
+    throw ShmOwnerError(fmt::format(
         "Segment {} has mode {:04o} (owner {}): other users may read or change it, so it is "
         "refused; the stages create it 0600. Fix: `chmod 0600 {}`, or {}",
         path, mode, user_text(st.st_uid), path, removal_hint(name)));
@@ -439,7 +439,14 @@ Segment Segment::open_or_create(const SegmentSpec& spec, bool* created) {
     made = try_create(spec, off);
     fd = ::open(path.c_str(), O_RDWR | O_CLOEXEC | O_NOFOLLOW);
   }
-  if (fd < 0) throw ShmError(fmt::format("Failed to open {}: {}", path, errno_text()));
+  if (fd < 0) {
+    const int err = errno;
+    const auto why = errno_text();
+    // Another user's 0600 segment (a stage once started by hand as root, say): say whose it is.
+    struct stat other {};
+    if (err == EACCES && ::lstat(path.c_str(), &other) == 0) check_owner_and_mode(other, spec.name);
+    throw ShmError(fmt::format("Failed to open {}: {}", path, why));
+  }
   if (created != nullptr) *created = made;
   struct stat st {};
   if (::fstat(fd, &st) != 0) {

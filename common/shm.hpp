@@ -20,6 +20,13 @@ class ShmError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// The segment belongs to another user (or others may write it): no restart can fix that, so the
+// stages exit with EX_CONFIG (daemon.hpp) and systemd does not restart them.
+class ShmOwnerError : public ShmError {
+ public:
+  using ShmError::ShmError;
+};
+
 // What a segment is for and how big its parts are; derived from the configuration.
 struct SegmentSpec {
   std::string name;  // under /dev/shm

@@ -120,6 +120,7 @@ int Ingest::run() {
   const StopWakeups wakeups(nullptr);  // the socket is registered on each connect
   counter_.recover();
   spdlog::info("Segment {}: counted up to {}", seg_.name(), counter_.counted_id().str());
+  notify_ready_waiting_redis();  // the segment is ours: ready, whether or not Redis answers yet
   // hiredis's read timeout must outlive XREADGROUP BLOCK, or every quiet period looks like a failure.
   while (!stop_requested()) {
     if (!stage_.heartbeat()) {
@@ -135,10 +136,6 @@ int Ingest::run() {
         if (!owner_.wait_until_held(conn_)) continue;
         const Prepared prepared = prepare_redis();
         if (prepared == Prepared::SegmentDropped) return EXIT_FAILURE;
-        if (!ready_sent_) {
-          notify_ready();
-          ready_sent_ = true;
-        }
         if (prepared == Prepared::MarkerMissing) {  // read nothing until the marker is back
           set_stop_socket(-1);
           conn_.disconnect();

@@ -54,7 +54,6 @@ class Ingest {
   CommandArgs fenced_read_;
   std::vector<Field> fields_;
   Normalized norm_;
-  bool ready_sent_ = false;
   bool marker_missing_logged_ = false;
   StatusLine status_line_;
   Ownership owner_;

@@ -6,14 +6,12 @@
 #include "config.hpp"
 #include "daemon.hpp"
 #include "ingest.hpp"
+#include "version.hpp"
 
 namespace {
 int run(const p35::Config& cfg) {
   spdlog::info("Starting p35-ingest {}: {}", P35_VERSION, p35::describe(cfg));
-  bool created = false;
-  auto seg = p35::Segment::open_or_create(p35::SegmentSpec::from_config(cfg), &created);
-  spdlog::info("{} segment {} ({} bytes)", created ? "Created" : "Attached to",
-               p35::shm_path(cfg.shm_name), seg.size());
+  auto seg = p35::open_stage_segment(cfg);
   p35::Ingest ingest(cfg, seg);
   return ingest.run();
 }

@@ -12,6 +12,7 @@
 #include "inspect.hpp"
 #include "shm.hpp"
 #include "textfile.hpp"
+#include "version.hpp"
 
 namespace {
 

@@ -4,6 +4,7 @@
 #include <optional>
 #include <fmt/format.h>
 
+#include "version.hpp"
 #include "inspect.hpp"
 
 namespace p35::inspect {

@@ -16,6 +16,7 @@
 
 #include "config.hpp"
 #include "loadgen.hpp"
+#include "version.hpp"
 
 namespace {
 
@@ -82,6 +83,7 @@ cxxopts::Options make_options() {
       ("force", "Write even to a stream whose consumer groups have consumers (refused by "
                 "default: they would count the entries as real decisions)")
       ("quiet", "Print nothing but errors")
+      ("version", "Print the version and exit")
       ("help", "Show this help");
   // clang-format on
   return o;
@@ -198,6 +200,10 @@ int main(int argc, char** argv) {
     const auto parsed = cli.parse(argc, argv);
     if (parsed.count("help")) {
       fmt::print("{}", cli.help());
+      return EXIT_SUCCESS;
+    }
+    if (parsed.count("version")) {
+      fmt::print("p35-loadgen {}\n", P35_VERSION);
       return EXIT_SUCCESS;
     }
     options = to_options(parsed);

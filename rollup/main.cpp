@@ -4,11 +4,12 @@
 #include "config.hpp"
 #include "daemon.hpp"
 #include "rollup.hpp"
+#include "version.hpp"
 
 namespace {
 int run(const p35::Config& cfg) {
   spdlog::info("Starting p35-rollup {}: {}", P35_VERSION, p35::describe(cfg));
-  auto seg = p35::Segment::open_or_create(p35::SegmentSpec::from_config(cfg));
+  auto seg = p35::open_stage_segment(cfg);
   p35::Rollup rollup(cfg, seg);
   return rollup.run();
 }

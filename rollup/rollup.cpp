@@ -76,12 +76,6 @@ bool Rollup::ensure_connected() {
   while (!started_) {
     if (!conn_.connected() && !connect_with_retry(conn_, outage_, cfg_.reconnect_max_ms, &stage_))
       return false;
-    if (!ready_sent_) {
-      // Segment attached and Redis answered. Not later: on a fresh segment rollup waits for ingest,
-      // which systemd starts only once rollup is ready.
-      notify_ready();
-      ready_sent_ = true;
-    }
     try {
       // One instance per consumer name: a second one waits here, before it commits anything.
       if (!owner_.wait_until_held(conn_)) {
@@ -205,6 +199,9 @@ int Rollup::run() {
     spdlog::warn("Repaired the committed watermark left half-published by the previous "
                  "p35-rollup: {}", repaired->str());
   const StopWakeups wakeups(&seg_.ingest().rollup_bell);
+  // Ready once the segment is attached, before Redis answers and before the wait for ingest on a
+  // fresh segment below (ensure_connected): systemd starts ingest only once rollup is ready.
+  notify_ready_waiting_redis();
   while (!stop_requested()) {
     if (!stage_.heartbeat()) {
       spdlog::error("Segment {} was removed or replaced under us; exiting", shm_path(seg_.name()));

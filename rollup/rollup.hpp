@@ -47,7 +47,6 @@ class Rollup {
   StatusLine status_line_{seg_};
   int64_t next_claim_ms_ = 0;
   bool started_ = false;
-  bool ready_sent_ = false;
   bool conflict_at_start_ = false;
   bool fenced_ = false;        // step() failed because another instance holds the name
   bool segment_gone_ = false;  // the segment was removed while waiting for the name

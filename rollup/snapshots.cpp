@@ -14,6 +14,7 @@
 
 #include "daemon.hpp"
 #include "keys.hpp"
+#include "version.hpp"
 
 namespace p35 {
 

@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
-# Installs (or with --uninstall removes) P3.5 on a systemd host: binaries, units, the quantum-p35
-# system user and the env file template; idempotent, and an existing env file is never touched.
+# Installs (or with --uninstall removes) P3.5 on a systemd host: the Debian package built by
+# scripts/package.sh (--deb), or from source: binaries, units, the quantum-p35 system user and the
+# env file template; idempotent, and an existing env file is never touched. Either way the first
+# version's unit (quantum-p35-decision-intelligence.service) is stopped, disabled and masked.
 #
-# Usage: scripts/install.sh [--prefix DIR] [--build-dir DIR] [--dry-run] [--uninstall]
+# Usage: scripts/install.sh [--deb FILE] [--prefix DIR] [--build-dir DIR] [--keep-old] [--dry-run]
+#                           [--uninstall]
+#   --deb FILE       install this p35-decision-intelligence_<version>_<arch>.deb (apt-get pulls the
+#                    runtime libraries it depends on); --prefix and --build-dir do not apply
 #   --prefix DIR     where bin/ and share/doc/ go (default /usr/local); the units' ExecStart= follow
 #   --build-dir DIR  the meson build directory (default: build/ next to scripts/, or $P35_BUILD_DIR)
+#   --keep-old       leave the first version's unit as it is (quantum-p35.target still conflicts
+#                    with it: starting one stops the other)
 #   --dry-run        print what would be done, change nothing
-#   --uninstall      stop and disable the target, remove what install put in place; keeps the env
-#                    file, the user and every Redis key (buckets, snapshots, marker, stream, group)
+#   --uninstall      stop and disable the target, remove what install put in place (the package:
+#                    dpkg --remove); keeps the env file, the user and every Redis key (buckets,
+#                    snapshots, marker, stream, group) and the first version's unit as it is
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -15,6 +23,10 @@ build="${P35_BUILD_DIR:-$here/build}"
 prefix=/usr/local
 dry_run=0
 uninstall=0
+keep_old=0
+deb=""
+package=p35-decision-intelligence
+old_unit=quantum-p35-decision-intelligence.service
 unit_dir=/etc/systemd/system
 conf_dir=/etc/quantum
 env_file="$conf_dir/p35-decision-intelligence.env"
@@ -33,6 +45,9 @@ while [ $# -gt 0 ]; do
     --prefix=*) prefix="${1#*=}"; shift ;;
     --build-dir) build="${2:?--build-dir needs a directory}"; shift 2 ;;
     --build-dir=*) build="${1#*=}"; shift ;;
+    --deb) deb="${2:?--deb needs a .deb file}"; shift 2 ;;
+    --deb=*) deb="${1#*=}"; shift ;;
+    --keep-old) keep_old=1; shift ;;
     --dry-run) dry_run=1; shift ;;
     --uninstall) uninstall=1; shift ;;
     -h|--help) usage; exit 0 ;;
@@ -74,8 +89,9 @@ build_binaries() {
   say "binaries: building in $build"
   # shellcheck source=scripts/deps.sh
   source "$here/scripts/deps.sh"
-  run p35_install_packages
-  [ -f "$build/build.ninja" ] || run meson setup "$build" "$here"
+  # The libraries and the compiler; not the test packages: the tests are not built here.
+  run p35_install_packages "${P35_RUNTIME_PACKAGES[@]}" "${P35_BUILD_PACKAGES[@]}"
+  [ -f "$build/build.ninja" ] || run meson setup -Dtests=false -Dbench=false "$build" "$here"
   run ninja -C "$build"
 }
 
@@ -155,12 +171,51 @@ enable_units() {
   say "           after an upgrade: systemctl restart quantum-p35.target)"
 }
 
+# The first version's unit counts the same stream into the same keys: stopped, disabled and masked
+# (the target's Conflicts= alone would let whichever starts last win). `systemctl mask` needs the
+# name free in /etc/systemd/system, so a unit file there is moved next to the env file first.
+retire_old_unit() {
+  systemd_running || return 0
+  local load file=/etc/systemd/system/$old_unit
+  load="$(systemctl show -p LoadState --value "$old_unit" 2>/dev/null || true)"
+  case "$load" in ""|not-found|masked) return 0 ;; esac
+  if [ "$keep_old" -eq 1 ]; then
+    say "kept       $old_unit (--keep-old; quantum-p35.target conflicts with it)"
+    return
+  fi
+  run systemctl disable --now "$old_unit"
+  if [ -f "$file" ] && [ ! -L "$file" ]; then
+    say "moving     $file to $conf_dir/$old_unit.retired (for a rollback)"
+    run install -D -m 0644 "$file" "$conf_dir/$old_unit.retired"
+    run rm -f "$file"
+  fi
+  run systemctl mask "$old_unit"
+  say "masked     $old_unit (rollback: README \"Taking over from the first version\")"
+}
+
+# The package does what the source installation does (user, env file from the template, units
+# enabled, nothing started); apt-get resolves its runtime libraries.
+install_package() {
+  local path
+  path="$(realpath "$deb")"
+  [ -f "$path" ] || { echo "install.sh: no such package file: $deb" >&2; exit 2; }
+  say "installing package $path"
+  run env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$path"
+}
+
 do_install() {
+  if [ -n "$deb" ]; then
+    install_package
+    retire_old_unit
+    say "installed  P3.5 from $deb (check a running deployment with scripts/proof.sh)"
+    return
+  fi
   build_binaries
   install_binaries
   install_units
   create_user
   install_env_file
+  retire_old_unit
   enable_units
   say "installed  P3.5 in $prefix (check a running deployment with scripts/proof.sh)"
 }
@@ -195,6 +250,12 @@ remove_path() {
 
 do_uninstall() {
   local u b
+  if dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed"; then
+    # prerm stops the target's units, postrm removes the segment; conffiles and the env file stay.
+    run dpkg --remove "$package"
+    say "uninstalled package $package (kept: env file, user $user, every Redis key)"
+    return
+  fi
   if systemd_running && [ -e "$unit_dir/quantum-p35.target" ]; then
     # Stopping the target stops ingest, rollup, ackd in that order: everything committed is acked.
     # The target itself stops first, so the stages are named too: systemctl then waits for them.

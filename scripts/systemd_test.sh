@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# The real-systemd test: boots this host's own systemd as PID 1 of a throwaway container
-# (systemd-nspawn --volatile=yes), installs P3.5 there with scripts/install.sh, and checks the units
-# against a private redis-server: start order, independent kills and restarts, the watchdog, a
-# draining stop, the segment surviving all of it, a replaced segment, exact counts, proof.sh and
-# uninstall. Usage (root): scripts/systemd_test.sh   (30-60 s; needs package systemd-container)
+# The real-systemd test: builds the Debian package (scripts/package.sh, into <build>/deb), boots
+# this host's own systemd as PID 1 of a throwaway container (systemd-nspawn on an overlay of the
+# host's root with a tmpfs upper layer, so dpkg can write /usr and its database), installs the
+# package there with dpkg -i, and checks the installed units against a private redis-server: the
+# first version's unit conflicting and retired, Redis down at start (target active at once,
+# STATUS waiting-redis), a configuration error (exit 78 at error priority, no restart), start
+# order, independent kills and restarts, the watchdog, a draining stop, the segment surviving all
+# of it, a replaced segment, exact counts, proof.sh and uninstall.
+# Usage (root): scripts/systemd_test.sh   (needs the build (for p35-loadgen), and the packages
+# systemd-container, debhelper, dpkg-dev; 60-120 s with the package build)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -17,10 +22,12 @@ consumer=systest
 prefix=quantum:p35:
 stream=quantum:stream:apply.result
 group=p35_decision_intel
-prefix_dir=/opt/p35             # /usr is read-only in the container, so not /usr/local
+prefix_dir=/usr                 # where the package puts the binaries
 env_file=/etc/quantum/p35-decision-intelligence.env
+old_unit=quantum-p35-decision-intelligence.service  # the first version's unit (a stand-in here)
 stages=(ackd rollup ingest)
 work=""
+root=""                         # the overlay the container boots: / below, a tmpfs above
 cgroups=()
 nspawn_pid=""
 redis_pid=""
@@ -53,6 +60,20 @@ command -v systemd-nspawn >/dev/null || fail "systemd-nspawn is missing (package
 for b in ingest rollup ackd; do [ -x "$build/$b/p35-$b" ] || fail "missing $build/$b/p35-$b: build first"; done
 [ -x "$loadgen" ] || fail "missing $loadgen: build first"
 
+# P35_DEB=<file>: test that package instead of building one (a CI that built it already).
+if [ -n "${P35_DEB:-}" ]; then
+  deb="$(realpath "$P35_DEB")"
+  [ -f "$deb" ] || fail "P35_DEB=$P35_DEB is not a file"
+  ok "package given: $(basename "$deb")"
+else
+  echo "== scripts/package.sh --out $build/deb"
+  package_s=$SECONDS
+  deb_dir="$(bash "$here/scripts/package.sh" --out "$build/deb" 2>"$build/deb-package.log")" ||
+    { cat "$build/deb-package.log"; fail "scripts/package.sh failed"; }
+  deb="$(ls -t "$deb_dir"/p35-decision-intelligence_*.deb | head -n 1)"
+  ok "package built: $(basename "$deb") in $((SECONDS - package_s)) s"
+fi
+
 # The processes of our own cgroup are the container's; ending them by PID ends nothing else.
 kill_cgroup_processes() {
   local cg p
@@ -84,6 +105,11 @@ cleanup() {
     done
   done
   rmdir "/run/systemd/nspawn/propagate/$tag" 2>/dev/null
+  if [ -n "$root" ]; then
+    umount "$root/merged" 2>/dev/null; umount "$root/layers" 2>/dev/null
+    # Only once nothing is mounted there: never a recursive delete through a mount.
+    if ! findmnt -rn -o TARGET | grep -q "^$root/"; then rm -rf "$root"; fi
+  fi
   [ -n "$redis_pid" ] && kill "$redis_pid" 2>/dev/null && wait "$redis_pid" 2>/dev/null
   [ -n "$work" ] && rm -rf "$work"
 }
@@ -114,19 +140,36 @@ new_cgroup() {
   fi
 }
 
+# The host's root filesystem read-only below, a tmpfs above: the container may change anything.
+make_root() {
+  root="$(mktemp -d /tmp/p35-systemd-root.XXXXXX)"
+  mkdir "$root/layers" "$root/merged"
+  mount -t tmpfs -o size=1g,mode=0755 p35-systemd-test "$root/layers" || fail "could not mount a tmpfs"
+  mkdir "$root/layers/upper" "$root/layers/work"
+  mount -t overlay p35-systemd-test \
+    -o "lowerdir=/,upperdir=$root/layers/upper,workdir=$root/layers/work" "$root/merged" ||
+    fail "could not mount the overlay of / (overlayfs)"
+}
+
 boot_container() {
+  make_root
   local binds=(--bind-ro="$here")
   case "$build/" in "$here"/*) ;; *) binds+=(--bind-ro="$build") ;; esac
   new_cgroup
   (
     for cg in "${cgroups[@]}"; do echo "$BASHPID" >"$cg/cgroup.procs"; done
     # --register=no --keep-unit: no machined or system bus here. firstboot wants a tty.
-    # --system-call-filter=bpf: IPAddressDeny= and seccomp work inside. redis-server.service is
-    # masked: the stages use our private server.
-    exec systemd-nspawn -D / --volatile=yes -b -M "$tag" --register=no --keep-unit \
-      --console=pipe --system-call-filter=bpf \
-      --bind-ro=/dev/null:/etc/systemd/system/systemd-firstboot.service \
-      --bind-ro=/dev/null:/etc/systemd/system/redis-server.service \
+    # --system-call-filter=bpf: IPAddressDeny= and seccomp work inside. The overlay boots the
+    # host's enabled services too: redis-server is masked (the stages use our private server), so
+    # are the others the test has no use for, and the apt timers (they would take dpkg's lock);
+    # --private-network keeps whatever else starts off the host's ports.
+    local masked=() u
+    for u in systemd-firstboot.service redis-server.service postgresql.service prometheus.service \
+             apt-daily.timer apt-daily-upgrade.timer dpkg-db-backup.timer man-db.timer; do
+      masked+=(--bind-ro=/dev/null:/etc/systemd/system/$u)
+    done
+    exec systemd-nspawn -D "$root/merged" -b -M "$tag" --register=no --keep-unit \
+      --console=pipe --system-call-filter=bpf --private-network "${masked[@]}" \
       "${binds[@]}" --bind="$work:/run/p35-test"
   ) </dev/null >"$work/console.log" 2>&1 &
   nspawn_pid=$!
@@ -179,7 +222,7 @@ boot_container
 # ---- install -------------------------------------------------------------------------------------
 
 cat >"$work/env" <<EOF
-# Written by systemd_test.sh before install.sh ran: install.sh must keep it as it is.
+# Written by systemd_test.sh before the package was installed: postinst must keep it as it is.
 REDIS_SOCKET=/run/p35-test/redis.sock
 P35_SHM_NAME=$shm
 P35_CONSUMER=$consumer
@@ -190,23 +233,33 @@ P35_SYMBOL_REASONS_PER_MINUTE=8192
 EOF
 C install -D -m 0600 /run/p35-test/env "$env_file"
 
-echo "== scripts/install.sh --prefix $prefix_dir (in the container)"
-C bash "$here/scripts/install.sh" --prefix "$prefix_dir" --build-dir "$build" >"$work/install.log" 2>&1 ||
-  { cat "$work/install.log"; fail "install.sh failed"; }
-C cmp -s /run/p35-test/env "$env_file" || fail "install.sh changed the existing $env_file"
-grep -q "^kept .*$env_file" "$work/install.log" || fail "install.sh did not say it kept $env_file"
-C getent passwd quantum-p35 >/dev/null || fail "install.sh did not create the user quantum-p35"
+# The first version's unit, as the operator has it: a file in /etc/systemd/system, enabled, running.
+printf '[Unit]\nDescription=stand-in for the first version\n[Service]\nExecStart=/bin/sleep infinity\n[Install]\nWantedBy=multi-user.target\n' >"$work/old.service"
+C install -D -m 0644 /run/p35-test/old.service "/etc/systemd/system/$old_unit"
+C systemctl daemon-reload
+C systemctl enable --now "$old_unit" >/dev/null 2>&1 || fail "could not start the stand-in $old_unit"
+
+cp "$deb" "$work/"
+echo "== dpkg -i $(basename "$deb") (in the container)"
+C dpkg -i "/run/p35-test/$(basename "$deb")" >"$work/install.log" 2>&1 ||
+  { cat "$work/install.log"; fail "dpkg -i failed"; }
+C cmp -s /run/p35-test/env "$env_file" || fail "the package changed the existing $env_file"
+C getent passwd quantum-p35 >/dev/null || fail "the package did not create the user quantum-p35"
 [ "$(C systemctl is-enabled quantum-p35.target)" = enabled ] || fail "quantum-p35.target not enabled"
 for s in "${stages[@]}"; do
   [ "$(C systemctl is-enabled "quantum-p35-$s.service")" = enabled ] || fail "quantum-p35-$s.service not enabled"
+  [ "$(prop "$s" ActiveState)" = inactive ] || fail "the installation started quantum-p35-$s.service"
 done
-C bash "$here/scripts/install.sh" --prefix "$prefix_dir" --build-dir "$build" >"$work/install2.log" 2>&1 ||
-  { cat "$work/install2.log"; fail "install.sh failed the second time"; }
-if grep -E '^(installing|creating)' "$work/install2.log"; then fail "install.sh is not idempotent"; fi
-ok "install.sh: binaries in $prefix_dir/bin, units, user quantum-p35, target and stages enabled, existing env file kept; a second run changed nothing"
+for f in "$prefix_dir/bin/p35-"{ingest,rollup,ackd,shm} /lib/systemd/system/quantum-p35.target \
+         /usr/share/doc/p35-decision-intelligence/README.md; do
+  C test -e "$f" || fail "the package did not install $f"
+done
+grep -q "$old_unit is still enabled" "$work/install.log" || fail "postinst did not mention the enabled $old_unit"
+version="$(C "$prefix_dir/bin/p35-ingest" --version)"
+ok "dpkg -i: $version in $prefix_dir/bin, units in /lib/systemd/system, user quantum-p35, target and stages enabled and not started, existing env file kept, postinst named the old unit"
 
-verify="$(C systemd-analyze verify /etc/systemd/system/quantum-p35.target \
-  /etc/systemd/system/quantum-p35.slice /etc/systemd/system/quantum-p35-{ackd,rollup,ingest}.service 2>&1)"
+verify="$(C systemd-analyze verify /lib/systemd/system/quantum-p35.target \
+  /lib/systemd/system/quantum-p35.slice /lib/systemd/system/quantum-p35-{ackd,rollup,ingest}.service 2>&1)"
 [ -z "$verify" ] || { echo "$verify"; fail "systemd-analyze verify is not clean"; }
 exposures=""
 for s in "${stages[@]}"; do
@@ -301,6 +354,61 @@ all_active() {
   read_units
   for s in "${stages[@]}" target; do [ "${now[$s.ActiveState]}" = active ] || return 1; done
 }
+
+# ---- the first version's unit, Redis down at start, a configuration error ----------------------
+
+echo "== the first version's unit; the target with Redis down; a configuration error"
+unit_state() { C systemctl show -p ActiveState --value "$1"; }
+stages_stopped() {
+  local s
+  read_units
+  for s in "${stages[@]}" target; do
+    case "${now[$s.ActiveState]}" in inactive|failed) ;; *) return 1 ;; esac
+  done
+}
+# Redis down: its socket moved away (the server keeps listening on it, so moving it back is Redis
+# coming back). The start must not wait for Redis.
+mv "$work/redis.sock" "$work/redis.sock.away"
+t0=$SECONDS
+timeout 30 nsenter -t "$sd" -a systemctl start quantum-p35.target || fail "systemctl start with Redis down failed or hung"
+start_s=$((SECONDS - t0))
+all_active || fail "not every stage is active after starting the target with Redis down"
+[ "$(unit_state "$old_unit")" = inactive ] || fail "starting quantum-p35.target left $old_unit $(unit_state "$old_unit") (Conflicts=)"
+for s in "${stages[@]}"; do
+  text="$(prop "$s" StatusText)"
+  case "$text" in waiting-redis*) ;; *) fail "$s STATUS is '$text' with Redis down, not waiting-redis" ;; esac
+done
+ok "Redis down: systemctl start quantum-p35.target returned in $start_s s, all three active with STATUS waiting-redis ('$(prop ingest StatusText)'); Conflicts= stopped $old_unit"
+mv "$work/redis.sock.away" "$work/redis.sock"
+redis_answered() { local s; for s in "${stages[@]}"; do case "$(prop "$s" StatusText)" in waiting-redis*) return 1 ;; esac; done; }
+wait_for 20 "the stages to reach Redis once it is back" redis_answered
+ok "Redis back: no stage says waiting-redis any more (ingest: '$(prop ingest StatusText)')"
+C systemctl stop quantum-p35.target
+wait_for 40 "the three stages to stop" stages_stopped
+
+# install.sh --deb on top: the same package, then the first version's unit disabled and masked.
+C bash "$here/scripts/install.sh" --deb "/run/p35-test/$(basename "$deb")" >"$work/install2.log" 2>&1 ||
+  { cat "$work/install2.log"; fail "install.sh --deb failed"; }
+[ "$(C systemctl is-enabled "$old_unit" 2>/dev/null || true)" = masked ] || fail "install.sh --deb did not mask $old_unit"
+C test -f "/etc/quantum/$old_unit.retired" || fail "install.sh did not keep the old unit file for a rollback"
+ok "install.sh --deb: $old_unit masked (its file kept as /etc/quantum/$old_unit.retired)"
+
+# A configuration error: a bad flag through a runtime drop-in.
+printf '[Service]\nExecStart=\nExecStart=%s/bin/p35-ingest --redis-port=0\n' "$prefix_dir" >"$work/bad.conf"
+C install -D -m 0644 /run/p35-test/bad.conf /run/systemd/system/quantum-p35-ingest.service.d/test-bad.conf
+C systemctl daemon-reload
+C systemctl start quantum-p35-ingest.service 2>/dev/null && fail "ingest started with --redis-port=0"
+ingest_failed() { [ "$(prop ingest ActiveState)" = failed ]; }
+wait_for 10 "ingest to fail on the configuration error" ingest_failed
+sleep 2   # RestartSec=500ms: a restart would have happened by now
+[ "$(prop ingest ExecMainStatus)" = 78 ] || fail "ingest exited with $(prop ingest ExecMainStatus), not 78"
+[ "$(prop ingest NRestarts)" = 0 ] || fail "systemd restarted ingest $(prop ingest NRestarts) times after a configuration error"
+config_error_at_err() { C journalctl --no-pager -o cat -p err -u quantum-p35-ingest.service | grep -q "Failed to read the configuration: invalid --redis-port"; }
+wait_for 10 "the configuration error at error priority in the journal" config_error_at_err
+ok "configuration error: exit 78, failed with NRestarts 0, journal at priority err: '$(C journalctl --no-pager -o cat -p err -u quantum-p35-ingest.service | grep -m1 "Failed to read the configuration")'"
+C rm /run/systemd/system/quantum-p35-ingest.service.d/test-bad.conf
+C systemctl daemon-reload
+C systemctl reset-failed quantum-p35-ingest.service
 
 echo "== a backlog of 20,000 entries (2 % hostile), then systemctl start quantum-p35.target"
 "$loadgen" --redis-socket "$work/redis.sock" --count 20000 --seed 11 --edge-cases \
@@ -477,13 +585,13 @@ dead="$(grep -o '"alive":false,"state":"dead"' <<<"$json" | wc -l)"
 ok "stopped: proof.sh fails ($(grep -c '^FAIL' "$work/proof2.log") checks, e.g. '$(grep -m1 '^FAIL' "$work/proof2.log")'); p35-shm --json shows 3 dead stages"
 
 keys_before="$(R DBSIZE)"
-C bash "$here/scripts/install.sh" --uninstall --prefix "$prefix_dir" >"$work/uninstall.log" 2>&1 ||
+C bash "$here/scripts/install.sh" --uninstall >"$work/uninstall.log" 2>&1 ||
   { cat "$work/uninstall.log"; fail "install.sh --uninstall failed"; }
-for f in /etc/systemd/system/quantum-p35.target "$prefix_dir/bin/p35-ingest" "/dev/shm/$shm"; do
+for f in /lib/systemd/system/quantum-p35.target "$prefix_dir/bin/p35-ingest" "/dev/shm/$shm"; do
   if C test -e "$f"; then fail "uninstall left $f"; fi
 done
 C test -e "$env_file" || fail "uninstall removed $env_file"
 [ "$(R DBSIZE)" = "$keys_before" ] || fail "uninstall changed Redis ($keys_before keys -> $(R DBSIZE))"
-ok "install.sh --uninstall: units, binaries and segment gone; env file and all $keys_before Redis keys kept"
+ok "install.sh --uninstall (dpkg --remove): units, binaries and segment gone; env file and all $keys_before Redis keys kept"
 
 echo "== real-systemd test passed in $((SECONDS - started_s)) s"

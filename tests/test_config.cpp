@@ -13,6 +13,7 @@
 
 #include "config.hpp"
 #include "log.hpp"
+#include "version.hpp"
 
 namespace {
 

@@ -21,6 +21,7 @@
 #include <string>
 #include <vector>
 
+#include "version.hpp"
 #include "pipeline_harness.hpp"
 #include "rules.hpp"
 #include "shm_layout.hpp"
