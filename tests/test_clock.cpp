@@ -285,7 +285,7 @@ TEST_CASE("wall-clock steps back 70 min and forward 2 h under traffic: exact, li
   so.log_path = redis.dir() + "/loadgen-live.log";
   ChildProcess live({env_or("P35_LOADGEN_BIN", "p35-loadgen"), "--redis-socket", redis.socket_path(),
                      "--rate", "3000", "--duration-s", "14", "--seed", "62", "--expect", live_expect,
-                     "--quiet"},
+                     "--quiet", "--force"},
                     so);
   StallMeter after_back, after_forward;
   AgeRange ages;  // heartbeat ages in status while the clock is stepped: live stages look live

@@ -213,7 +213,7 @@ TEST_CASE("The marker deleted under traffic is restored from the segment, nothin
   so.log_path = redis.dir() + "/loadgen.log";
   ChildProcess traffic({env_or("P35_LOADGEN_BIN", "p35-loadgen"), "--redis-socket", redis.socket_path(),
                         "--count", "16000", "--rate", "4000", "--seed", "151", "--expect", expect,
-                        "--quiet"}, so);
+                        "--quiet", "--force"}, so);
   p.start_all();
   Connection c = redis.connect();
   REQUIRE(wait_until([&] { return id_of(get(c, kMarker)) > StreamId{}; }, 30000, 5));

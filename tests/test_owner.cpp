@@ -64,7 +64,7 @@ ChildProcess live_traffic(RedisServer& redis, const std::string& count, const st
   so.log_path = redis.dir() + "/loadgen.log";
   return ChildProcess({env_or("P35_LOADGEN_BIN", "p35-loadgen"), "--redis-socket",
                        redis.socket_path(), "--count", count, "--rate", rate, "--seed", seed,
-                       "--expect", expect, "--quiet"},
+                       "--expect", expect, "--quiet", "--force"},
                       so);
 }
 
