@@ -168,6 +168,13 @@ Committer::Resolution Committer::start(Connection& conn, StreamId& marker) {
     if (marker == next) {
       apply_pending();  // the commit happened before we lost track of it
       res = Resolution::Applied;
+    } else if (marker == prev && apply_begun()) {
+      // Redis took the commit (apply_pending runs only after the script returned), some slots
+      // already stand for it, and now the marker says it never happened: Redis lost it.
+      conflict_ = "pending commit " + prev.str() + " -> " + next.str() +
+                  " was confirmed by Redis and partly applied here, but the marker is back at " +
+                  marker.str() + " (Redis lost data)";
+      return Resolution::Conflict;
     } else if (marker == prev) {
       discard_pending();  // it never happened; the counts are committed again from scratch
       res = Resolution::Discarded;
@@ -440,6 +447,23 @@ void Committer::apply_pending() {
     bell_ring(seg_.ingest().ackd_bell);
   bell_ring_if_waiting(seg_.ingest().ingest_bell, seg_.stage(shm::StageId::Ingest).state,
                        static_cast<uint32_t>(shm::StageState::Backpressure));
+}
+
+// Whether apply_pending() of the pending commit had begun: publish_pending() records for each
+// slot the side opposite its current one (and likewise for the totals), so a slot or the totals
+// already on their recorded side were flipped by apply_pending().
+bool Committer::apply_begun() const {
+  auto& rc = seg_.rollup();
+  if (rc.totals_side.load(std::memory_order_relaxed) ==
+      rc.pending_totals_side.load(std::memory_order_relaxed))
+    return true;
+  const uint64_t n = rc.pending_slot_count.load(std::memory_order_relaxed);
+  for (uint64_t k = 0; k < n; ++k) {
+    const uint32_t i = seg_.pending_slots()[k].slot.load(std::memory_order_relaxed);
+    const uint32_t side = seg_.pending_slots()[k].side.load(std::memory_order_relaxed);
+    if (seg_.slot_meta()[i].side.load(std::memory_order_relaxed) == side) return true;
+  }
+  return false;
 }
 
 void Committer::discard_pending() {

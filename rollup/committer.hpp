@@ -101,6 +101,7 @@ class Committer {
   void publish_pending(const CommitPlan& plan);
   void apply_pending();
   void discard_pending();
+  bool apply_begun() const;
   Reply run_script(Connection& conn, const CommandArgs& args);
   void report_refused(const std::string& said, StreamId next);
   bool replicas_hold_commit(Connection& conn);

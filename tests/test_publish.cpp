@@ -297,3 +297,44 @@ TEST_CASE("rollup killed inside publish_id(committed) and Redis lost that commit
   CHECK(conflict[0].find(committed.str()) != std::string::npos);
   CHECK(conflict[0].find(prev.str()) != std::string::npos);
 }
+
+// Rollup killed inside apply_pending() before it published the new committed ID: some shadow
+// sides (here all, and the totals) already stand for the commit, `committed` is still its prev.
+// If Redis then loses that commit, the marker equals the pending commit's prev, which alone reads
+// as "the commit never happened": discarding it would leave the flipped slots claiming counts
+// Redis does not hold, and they would never be committed again. It is a conflict.
+TEST_CASE("rollup killed inside apply_pending before its publish, and Redis lost that commit: the "
+          "restarted rollup reports the conflict instead of discarding a half-applied commit",
+          "[publish]") {
+  RedisServer redis;
+  Pipeline p(redis, small_log_options());
+  Connection c = redis.connect();
+  p.start_all();
+  const Expectation want = generate(redis, 2000, 1432);
+  require_exact(redis, p, want);
+  Segment seg = open_writable(p);
+  auto& rc = seg.rollup();
+  const StreamId committed = last_id(c, p.options().stream);
+  REQUIRE(try_read_id(rc.committed) == committed);
+
+  p.kill(Stage::Rollup);
+  REQUIRE(load_id(rc.pending_next) == committed);
+  const StreamId prev = load_id(rc.pending_prev);
+  REQUIRE(prev < committed);
+  // The last commit's sides are flipped (apply_pending ran to its end); put back what its publish
+  // and the end of apply_pending changed, as if rollup died just before publish_id().
+  REQUIRE(rc.totals_side.load() == rc.pending_totals_side.load());
+  rc.commit_count.store(rc.commit_count.load() - 1);
+  publish_id(rc.committed, prev);
+  rc.pending_state.store(1);
+  c.command({"SET", keys::marker(p.options().key_prefix, p.options().consumer), prev.str()});
+
+  p.start(Stage::Rollup);
+  INFO(file_tail(p.log_path(Stage::Rollup)));
+  REQUIRE(wait_until([&] { return !p.alive(Stage::Rollup); }, 10000));
+  CHECK(p.stop(Stage::Rollup).exited_with(1));
+  const auto conflict = log_lines(p, Stage::Rollup, "partly applied");
+  REQUIRE(conflict.size() == 1);
+  CHECK(conflict[0].find(committed.str()) != std::string::npos);
+  CHECK(conflict[0].find(prev.str()) != std::string::npos);
+}
