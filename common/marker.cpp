@@ -145,6 +145,16 @@ void drop_segment_behind_marker(Segment& seg, const std::string& marker_key, con
   if (seg.still_linked()) ::unlink(shm_path(seg.name()).c_str());
 }
 
+void drop_segment_reads_lost(Segment& seg, const char* stage, StreamId counted, StreamId marker) {
+  spdlog::error("Redis came back with less than it had: entry {}, the newest this segment counted "
+                "(above the commit marker {}), is no longer pending on this consumer (a restart "
+                "from an older dump, a lost AOF tail or a failover to a lagging replica lost the "
+                "reads). {} drops the segment before its counts are committed: removing {} so that "
+                "all stages restart on a fresh segment and re-read the pending list against the "
+                "marker", counted.str(), marker.str(), stage, shm_path(seg.name()));
+  if (seg.still_linked()) ::unlink(shm_path(seg.name()).c_str());
+}
+
 std::string read_eviction_policy(Connection& conn) {
   Reply r;
   try {

@@ -44,6 +44,9 @@ void note_marker_ok(Connection& conn, const Config& cfg);
 // and the pending list is re-read against the marker in Redis.
 void drop_segment_behind_marker(Segment& seg, const std::string& marker_key, const char* stage,
                                 StreamId marker, StreamId committed);
+// The same when Redis lacks the delivery of the newest entry the segment counted above the marker
+// (`counted` not pending on our consumer): the uncommitted counts stand for reads Redis lost.
+void drop_segment_reads_lost(Segment& seg, const char* stage, StreamId counted, StreamId marker);
 
 // maxmemory_policy from INFO memory ("" when the ACL refuses INFO or the field is missing).
 std::string read_eviction_policy(Connection& conn);

@@ -94,6 +94,13 @@ Ingest::Prepared Ingest::prepare_redis() {
     drop_segment_behind_marker(seg_, marker_key_, "ingest", st.value, *committed);
     return Prepared::SegmentDropped;
   }
+  if (!created && counter_.counted_id() > st.value && !counted_still_pending()) {
+    // Counts above the marker whose newest read Redis no longer holds (a promoted replica that
+    // missed it, an older dump): committing them would count entries Redis does not have, and
+    // Redis holds a consistent prefix, so the newest read being there vouches for all the others.
+    drop_segment_reads_lost(seg_, "ingest", counter_.counted_id(), st.value);
+    return Prepared::SegmentDropped;
+  }
   // A group we had to create although we counted entries before belonged to a stream or group
   // that was deleted (while we ran or were stopped).
   if (created && !counter_.counted_id().is_zero()) report_vanished_group();
@@ -104,6 +111,13 @@ Ingest::Prepared Ingest::prepare_redis() {
   read_ahead_ = false;
   cursor_ = {};
   return Prepared::Ready;
+}
+
+// Whether the newest entry this segment counted is still pending on our consumer in Redis.
+bool Ingest::counted_still_pending() {
+  const std::string id = counter_.counted_id().str();
+  const Reply r = conn_.command({"XPENDING", cfg_.stream, cfg_.group, id, id, "1", cfg_.consumer});
+  return r.size() > 0;
 }
 
 // What this segment says is in Redis: rollup's committed ID, and at least the marker ingest

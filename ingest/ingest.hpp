@@ -26,6 +26,7 @@ class Ingest {
   enum class Prepared { Ready, MarkerMissing, SegmentDropped };
   Prepared prepare_redis();   // group, marker, first-start watermark
   std::optional<StreamId> known_committed() const;
+  bool counted_still_pending();
   size_t read_once();         // one XREADGROUP and its batch; returns the entries read
   // The reply to the read ahead or to a fenced read sent now; nil after waiting (XREAD BLOCK)
   // for entries after the stream's last ID when there was nothing new.

@@ -198,10 +198,10 @@ bool Claimer::commit_counted(Connection& conn, const std::string& owner, StreamI
   CommandArgs a{"EVALSHA", sha_};
   // The owner's ownership key with an empty token: the claim commits only while nobody holds the
   // name (a live owner, even one whose entries sit idle, keeps them; a dead one's key expired).
-  a.add(static_cast<long long>(hashes.size() + 2)).add(keys::marker(cfg_.key_prefix, owner));
-  a.add(keys::owner(cfg_.key_prefix, owner));
+  a.add(static_cast<long long>(hashes.size() + 3)).add(keys::marker(cfg_.key_prefix, owner));
+  a.add(keys::owner(cfg_.key_prefix, owner)).add(cfg_.stream);
   for (const auto& h : hashes) a.add(h.first);
-  a.add(prev.str()).add(next.str()).add("");
+  a.add(prev.str()).add(next.str()).add("").add(cfg_.group).add(owner);
   for (const auto& [key, fields] : hashes) {
     const bool keep = key == keys::status(cfg_.key_prefix) || key == bucket_versions_key(cfg_.key_prefix);
     a.add(keep ? 0LL : static_cast<long long>(cfg_.bucket_ttl_s));
@@ -212,7 +212,8 @@ bool Claimer::commit_counted(Connection& conn, const std::string& owner, StreamI
     conn.command(a);
   } catch (const RedisError& e) {
     const std::string& said = e.server_message();
-    if (e.kind() == RedisErrorKind::Reply && said.rfind("P35CONFLICT", 0) == 0) {
+    if (e.kind() == RedisErrorKind::Reply &&
+        (said.rfind("P35CONFLICT", 0) == 0 || said.rfind("P35UNHELD", 0) == 0)) {
       ++stats.conflicts;
       spdlog::info("Claim of {}'s entries lost the race ({}); nothing counted", owner, said);
       return false;

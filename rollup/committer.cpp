@@ -18,10 +18,11 @@ namespace p35 {
 
 const char* const kCommitScript = R"LUA(#!lua
 -- P3.5 commit. KEYS[1]: our marker; KEYS[2]: the consumer name's ownership key (fencing);
--- KEYS[3..]: hashes to increment.
+-- KEYS[3]: the stream; KEYS[4..]: hashes to increment.
 -- ARGV[1]: the marker we expect, ARGV[2]: the new marker, ARGV[3]: the instance token that must
 -- hold the ownership key ('' for a claim of another consumer's entries: then nobody may hold that
--- name); then for each KEYS[i > 2]: ttl_s (0: keep), field count, field, delta, field, delta, ...
+-- name), ARGV[4]: the group, ARGV[5]: the consumer whose marker this is; then for each
+-- KEYS[i > 3]: ttl_s (0: keep), field count, field, delta, field, delta, ...
 -- All or nothing: everything that could refuse is checked before the first write. The shebang
 -- makes Redis refuse the whole script up front when out of memory; type errors, ACL refusals
 -- (Redis 7) and fields HINCRBY cannot add to are checked below (a write refused half-way would
@@ -49,9 +50,17 @@ end
 if current ~= ARGV[1] then
   return redis.error_reply('P35CONFLICT marker is ' .. tostring(current) .. ', expected ' .. ARGV[1])
 end
+-- Check: Redis still holds the delivery of the newest entry this commit counts (it stays pending on
+-- the consumer until it is acked, after this commit). A primary that came back from an older dump,
+-- or a promoted replica that missed the reads, lacks it: the counts above the marker then stand for
+-- entries Redis does not hold, and must be dropped, not committed.
+if ARGV[2] ~= ARGV[1] and #redis.call('XPENDING', KEYS[3], ARGV[4], ARGV[2], ARGV[2], 1, ARGV[5]) == 0 then
+  return redis.error_reply('P35UNHELD entry ' .. ARGV[2] .. ' is not pending on ' .. ARGV[5] ..
+                           ' in ' .. KEYS[3] .. ': Redis lost the reads this commit counts')
+end
 local refused = denied('SET', KEYS[1], ARGV[2])
 if refused then return refused end
-for i = 3, #KEYS do
+for i = 4, #KEYS do
   local t = redis.call('TYPE', KEYS[i])['ok']
   if t ~= 'hash' and t ~= 'none' then
     return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. t .. ', not a hash')
@@ -63,8 +72,8 @@ end
 -- per hash, in pieces that unpack() can hold). Up to 18 digits: no count comes near, and the sum
 -- with a delta then cannot overflow. Cost (issue 14): a backlog commit of ~935 fields went from
 -- 1.49 to 1.98 ms (medians of 10 replays), mostly the HMGET and its argument table.
-local a = 4
-for i = 3, #KEYS do
+local a = 6
+for i = 4, #KEYS do
   local n = tonumber(ARGV[a + 1])
   local k = 1
   while k <= n do
@@ -84,8 +93,8 @@ for i = 3, #KEYS do
   a = a + 2 + 2 * n
 end
 -- Writes: none of them can be refused now.
-a = 4
-for i = 3, #KEYS do
+a = 6
+for i = 4, #KEYS do
   local ttl, n = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
   a = a + 2
   for _ = 1, n do
@@ -369,21 +378,22 @@ void Committer::build_args(CommitPlan& plan) {
   const std::string versions_key = bucket_versions_key(cfg_.key_prefix);
   const auto ttl = static_cast<long long>(cfg_.bucket_ttl_s);
 
-  // KEYS: marker, ownership key (fencing), then per minute its bucket and unknown hash when they have fields, then the
+  // KEYS: marker, ownership key (fencing), stream, then per minute its bucket and unknown hash when they have fields, then the
   // minute versions and the status totals.
   auto& a = plan.args;
   a.clear();
-  size_t nkeys = 2;
+  size_t nkeys = 3;  // marker, ownership key, stream
   for (const auto& md : plan.minutes) nkeys += !md.bucket.empty() + !md.unknown.empty();
   nkeys += !plan.minutes.empty() + !totals.empty();
   a.add("EVALSHA").add(sha_).add(static_cast<long long>(nkeys)).add(marker_key_).add(owner_key_);
+  a.add(cfg_.stream);
   for (const auto& md : plan.minutes) {
     if (!md.bucket.empty()) a.add(keys::bucket(cfg_.key_prefix, md.minute));
     if (!md.unknown.empty()) a.add(keys::unknown_minute(cfg_.key_prefix, md.minute));
   }
   if (!plan.minutes.empty()) a.add(versions_key);
   if (!totals.empty()) a.add(status_key_);
-  a.add(plan.prev.str()).add(plan.next.str()).add(token_);
+  a.add(plan.prev.str()).add(plan.next.str()).add(token_).add(cfg_.group).add(cfg_.consumer);
   plan.fields = 0;
   const auto add_hash = [&](const FieldList& f, long long ttl_s) {
     a.add(ttl_s).add(static_cast<long long>(f.size()));
@@ -518,7 +528,10 @@ Committer::Outcome Committer::commit(Connection& conn, uint64_t* retries) {
     run_script(conn, plan.args);
   } catch (const RedisError& e) {
     if (e.kind() == RedisErrorKind::Reply) {
-      if (e.server_message().rfind("P35CONFLICT", 0) == 0) {
+      // P35UNHELD: Redis lacks the reads this commit counts (it came back older, or a lagging
+      // replica was promoted): like a moved marker, the segment's uncommitted counts are dropped.
+      if (e.server_message().rfind("P35CONFLICT", 0) == 0 ||
+          e.server_message().rfind("P35UNHELD", 0) == 0) {
         conflict_ = e.server_message();
         discard_pending();
         return Outcome::Conflict;
