@@ -145,7 +145,7 @@ RedisError error_from_reply(std::string_view doing, std::string_view server_text
   const std::string_view user = username.empty() ? "default" : username;
   message += fmt::format(
       ". The Redis ACL user '{}' lacks a permission P3.5 needs: grant it (the rule is in "
-      "p35-redis.acl, README \"Least privilege\"); ACL LOG on the Redis server names what was "
+      "p35-redis.acl, docs/operations.md \"Least privilege\"); ACL LOG on the Redis server names what was "
       "refused",
       user);
   return RedisError(RedisErrorKind::NoPerm, message, std::string(server_text));

@@ -34,7 +34,7 @@ sysusers_conf=/etc/sysusers.d/quantum-p35.conf
 user=quantum-p35
 stages=(ingest rollup ackd)
 units=(quantum-p35.slice quantum-p35.target quantum-p35-ackd.service quantum-p35-rollup.service
-       quantum-p35-ingest.service)
+       quantum-p35-ingest.service quantum-p35-metrics.service quantum-p35-metrics.timer)
 doc_name=p35-decision-intelligence
 
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
@@ -111,6 +111,12 @@ install_binaries() {
   for b in "${stages[@]}"; do put_file 0755 "$(binary_path "$b")" "$bindir/p35-$b"; done
   put_file 0755 "$build/inspect/p35-shm" "$bindir/p35-shm"
   put_file 0644 "$here/README.md" "$docdir/README.md"
+  local d
+  for d in keys operations design performance testing; do
+    put_file 0644 "$here/docs/$d.md" "$docdir/docs/$d.md"
+  done
+  # The alerting rules, for a Prometheus server to load (docs/operations.md, Prometheus).
+  put_file 0644 "$here/prometheus/p35-alerts.rules.yml" "$prefix/share/$doc_name/p35-alerts.rules.yml"
 }
 
 # The units name /usr/local; another --prefix is substituted into a temporary copy first.
@@ -125,7 +131,7 @@ install_units() {
   rm -rf "$tmp"
 }
 
-# One static system user for all stages (never DynamicUser=: see README "Operating it").
+# One static system user for all stages (never DynamicUser=: see docs/operations.md, Units).
 create_user() {
   if getent passwd "$user" >/dev/null; then
     say "unchanged  user $user"
@@ -148,7 +154,7 @@ create_user() {
 
 install_env_file() {
   put_file 0644 "$here/systemd/p35-decision-intelligence.env.example" "$env_file.example"
-  # The Redis ACL user's rule (README "Least privilege"); for the Redis server, not read by us.
+  # The Redis ACL user's rule (docs/operations.md, Least privilege); for the Redis server, not read by us.
   put_file 0644 "$here/systemd/p35-redis.acl" "$conf_dir/p35-redis.acl"
   if [ -e "$env_file" ]; then
     say "kept       $env_file (existing settings are never overwritten)"
@@ -266,6 +272,9 @@ do_uninstall() {
   if systemd_running; then run systemctl daemon-reload; fi
   for b in "${stages[@]}" shm; do remove_path "$bindir/p35-$b"; done
   remove_path "$docdir/README.md"
+  local d
+  for d in keys operations design performance testing; do remove_path "$docdir/docs/$d.md"; done
+  remove_path "$prefix/share/$doc_name/p35-alerts.rules.yml"
   if [ -d "$docdir" ]; then run rmdir --ignore-fail-on-non-empty "$docdir"; fi
   remove_path "$sysusers_conf"
   remove_path "$env_file.example"
