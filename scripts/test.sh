@@ -2,7 +2,7 @@
 # Sets up a fresh Debian 12 machine and runs every test (as root; a user with sudo is escalated):
 # installs the packages, builds with meson and runs `meson test`, then the same suite under ASan +
 # UBSan, every fuzz target for a few seconds, and the units under a real systemd; any failure fails
-# the script. Ends with `tests: N passed, M failed`.
+# the script. Ends with `tests: N passed, M failed, K skipped` (each skip printed with its reason).
 set -euo pipefail
 
 # Root is needed (packages; the systemd test). A user with sudo gets it here, once, keeping the
@@ -29,7 +29,7 @@ ninja -C "$build"
 
 log="$(mktemp)"
 trap 'rm -f "$log"' EXIT
-status=0 passed=0 failed=0
+status=0 passed=0 failed=0 skipped=0
 # One `meson test` run over build directory $1; its counts add to the closing line.
 run_suite() {
   local dir="$1" rc=0
@@ -37,6 +37,7 @@ run_suite() {
   meson test -C "$dir" --print-errorlogs --num-processes 2 "$@" | tee "$log" || rc=$?
   passed=$((passed + $(awk '/^Ok:/ {n += $2} END {print n + 0}' "$log")))
   failed=$((failed + $(awk '/^(Fail|Timeout|Unexpected Pass):/ {n += $NF} END {print n + 0}' "$log")))
+  skipped=$((skipped + $(awk '/^Skipped:/ {n += $2} END {print n + 0}' "$log")))
   [ "$rc" -eq 0 ] || status="$rc"
 }
 
@@ -59,8 +60,19 @@ if [ "${P35_SANITIZE:-1}" = "1" ]; then
   meson configure "$asan" -Dbench=false -Doptimization=1 >/dev/null
   ninja -C "$asan"
   echo "== meson test under ASan + UBSan ($asan)"
+  # Left out here, each counted as skipped (tests/meson.build: suite 'no-asan'); all three ran in
+  # the normal build above:
+  no_asan=(
+    "test_clock: libfaketime is LD_PRELOADed into the stages, and ASan's runtime must come first"
+    "test_sentinel: five redis-servers and three failovers (45-95 s); CI's 25-minute budget"
+    "test_owner: two instances and a paused holder (~50 s); CI's 25-minute budget"
+  )
+  if [ $# -eq 0 ]; then
+    for why in "${no_asan[@]}"; do echo "SKIP under ASan: $why"; done
+    skipped=$((skipped + ${#no_asan[@]}))
+  fi
   UBSAN_OPTIONS="${UBSAN_OPTIONS:-print_stacktrace=1}" P35_CHAOS_MESSAGES="${P35_CHAOS_MESSAGES:-50000}" \
-    P35_FLOOD_COUNT="${P35_FLOOD_COUNT:-200000}" run_suite "$asan" --timeout-multiplier 3 "$@"
+    P35_FLOOD_COUNT="${P35_FLOOD_COUNT:-200000}" run_suite "$asan" --timeout-multiplier 3 --no-suite no-asan "$@"
 
   # Every libFuzzer target over its seed corpus (scripts/fuzz.sh; clang build with ASan + UBSan).
   echo "== fuzzing (scripts/fuzz.sh, 8 s per target)"
@@ -71,5 +83,5 @@ fi
 echo "== the systemd units (scripts/systemd_test.sh)"
 if P35_BUILD_DIR="$build" bash "$here/scripts/systemd_test.sh"; then passed=$((passed + 1)); else failed=$((failed + 1)) status=1; fi
 
-echo "tests: ${passed} passed, ${failed} failed"
+echo "tests: ${passed} passed, ${failed} failed, ${skipped} skipped"
 [ "$status" -eq 0 ] || exit "$status"
