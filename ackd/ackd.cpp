@@ -6,6 +6,7 @@
 #include "futex.hpp"
 #include "keys.hpp"
 #include "marker.hpp"
+#include "owner.hpp"
 
 namespace p35 {
 
@@ -86,6 +87,7 @@ int Ackd::drop_segment(const std::string& said) {
   const std::string text = at == std::string::npos ? "" : said.substr(at + 10, comma - at - 10);
   drop_segment_behind_marker(seg_, marker_key_, "ackd", StreamId::parse(text).value_or(StreamId{}),
                              *behind_);
+  release_name(conn_, cfg_, seg_.instance_token());
   return EXIT_FAILURE;
 }
 

@@ -32,6 +32,13 @@ redis.call('SET', KEYS[1], v, 'PX', ARGV[3])
 return {2, v}
 )LUA";
 
+// KEYS[1]: the ownership key. ARGV[1]: our token. Deletes the key only while it holds our token.
+const char* const kReleaseScript = R"LUA(#!lua flags=allow-oom
+local cur = redis.call('GET', KEYS[1])
+if cur and string.match(cur, '^%S+') == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+)LUA";
+
 std::string utc_text(int64_t unix_ms) {
   const time_t t = static_cast<time_t>(unix_ms / 1000);
   struct tm tm {};
@@ -130,6 +137,15 @@ bool Ownership::wait_until_held(Connection& conn) {
   }
   store_text(stage_.block().holder_text, std::size(stage_.block().holder_text), "");
   return true;
+}
+
+void release_name(Connection& conn, const Config& cfg, const std::string& token) {
+  try {
+    if (conn.connected())
+      conn.command({"EVAL", kReleaseScript, "1", keys::owner(cfg.key_prefix, cfg.consumer), token});
+  } catch (const RedisError& e) {
+    spdlog::debug("Failed to release the consumer name {}: {}", cfg.consumer, e.what());
+  }
 }
 
 }  // namespace p35

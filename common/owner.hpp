@@ -57,6 +57,12 @@ class Ownership {
   int64_t next_ms_ = 0;
 };
 
+// Gives the name up when a stage drops its instance's segment (Redis lost data, a marker
+// conflict): the restarted stages are a new instance with a new token and must not wait a TTL for
+// the name their predecessor held (the fencing refuses anything the old one still sends). Deletes
+// the key only while it holds `token`; best effort (an error is logged at debug: the key expires).
+void release_name(Connection& conn, const Config& cfg, const std::string& token);
+
 // "host H pid P (p35-stage) since T" from an ownership key's value.
 std::string describe_owner(std::string_view value);
 

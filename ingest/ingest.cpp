@@ -92,6 +92,7 @@ Ingest::Prepared Ingest::prepare_redis() {
     // Before the pending list is read: its re-delivered IDs at or below counted_id would be taken
     // as counted, and acked, against counts Redis no longer holds.
     drop_segment_behind_marker(seg_, marker_key_, "ingest", st.value, *committed);
+    release_name(conn_, cfg_, owner_.token());
     return Prepared::SegmentDropped;
   }
   if (!created && counter_.counted_id() > st.value && !counted_still_pending()) {
@@ -99,6 +100,7 @@ Ingest::Prepared Ingest::prepare_redis() {
     // missed it, an older dump): committing them would count entries Redis does not have, and
     // Redis holds a consistent prefix, so the newest read being there vouches for all the others.
     drop_segment_reads_lost(seg_, "ingest", counter_.counted_id(), st.value);
+    release_name(conn_, cfg_, owner_.token());
     return Prepared::SegmentDropped;
   }
   // A group we had to create although we counted entries before belonged to a stream or group

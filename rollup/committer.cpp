@@ -53,10 +53,42 @@ end
 -- Check: Redis still holds the delivery of the newest entry this commit counts (it stays pending on
 -- the consumer until it is acked, after this commit). A primary that came back from an older dump,
 -- or a promoted replica that missed the reads, lacks it: the counts above the marker then stand for
--- entries Redis does not hold, and must be dropped, not committed.
-if ARGV[2] ~= ARGV[1] and #redis.call('XPENDING', KEYS[3], ARGV[4], ARGV[2], ARGV[2], 1, ARGV[5]) == 0 then
-  return redis.error_reply('P35UNHELD entry ' .. ARGV[2] .. ' is not pending on ' .. ARGV[5] ..
-                           ' in ' .. KEYS[3] .. ': Redis lost the reads this commit counts')
+-- reads Redis lost, and must be dropped (P35UNHELD), not committed. While the group has not yet
+-- delivered that far (a group ingest re-creates at 0 delivers everything again) the commit waits
+-- (P35NOTYET). With no stream or no group (deleted by hand) there is nothing to ask: ingest
+-- re-creates the group and reports it.
+local function cmp(x, y)
+  if #x ~= #y then return #x < #y and -1 or 1 end
+  if x == y then return 0 end
+  return x < y and -1 or 1
+end
+local function id_le(a, b)
+  local ams, aseq = string.match(a, '^(%d+)-(%d+)$')
+  local bms, bseq = string.match(b, '^(%d+)-(%d+)$')
+  if not ams or not bms then return false end
+  local c = cmp(ams, bms)
+  if c == 0 then c = cmp(aseq, bseq) end
+  return c <= 0
+end
+if ARGV[2] ~= ARGV[1] then
+  local groups, delivered = redis.pcall('XINFO', 'GROUPS', KEYS[3]), nil
+  if type(groups) == 'table' and not groups.err then
+    for _, g in ipairs(groups) do
+      local name, last
+      for k = 1, #g - 1, 2 do
+        if g[k] == 'name' then name = g[k + 1] elseif g[k] == 'last-delivered-id' then last = g[k + 1] end
+      end
+      if name == ARGV[4] then delivered = last end
+    end
+  end
+  if delivered and not id_le(ARGV[2], delivered) then
+    return redis.error_reply('P35NOTYET group ' .. ARGV[4] .. ' has delivered up to ' .. delivered ..
+                             ', not yet ' .. ARGV[2] .. ': committing once it has')
+  end
+  if delivered and #redis.call('XPENDING', KEYS[3], ARGV[4], ARGV[2], ARGV[2], 1, ARGV[5]) == 0 then
+    return redis.error_reply('P35UNHELD entry ' .. ARGV[2] .. ' is not pending on ' .. ARGV[5] ..
+                             ' in ' .. KEYS[3] .. ': Redis lost the reads this commit counts')
+  end
 end
 local refused = denied('SET', KEYS[1], ARGV[2])
 if refused then return refused end

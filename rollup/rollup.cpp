@@ -31,6 +31,7 @@ int Rollup::abandon_segment(const std::string& why) {
                    "on a fresh segment and re-read the pending list against the marker",
                    why, shm_path(seg_.name()));
   if (seg_.still_linked()) ::unlink(shm_path(seg_.name()).c_str());
+  release_name(conn_, cfg_, owner_.token());
   return EXIT_FAILURE;
 }
 
