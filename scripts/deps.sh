@@ -17,6 +17,7 @@ P35_TEST_PACKAGES=(
   clang libclang-rt-14-dev llvm  # fuzz/: clang++, libclang_rt.fuzzer (-fsanitize=fuzzer), llvm-symbolizer
   prometheus  # promtool: check metrics (test_inspect), check rules and test rules (tests/meson.build)
   gdb  # tests/test_owner: holds a lease holder at its snapshot replace (the pause race, exactly)
+  faketime  # tests/test_clock: libfaketime steps the stages' wall clock (CLOCK_REALTIME only)
 )
 P35_PACKAGES=("${P35_RUNTIME_PACKAGES[@]}" "${P35_BUILD_PACKAGES[@]}" "${P35_TEST_PACKAGES[@]}")
 

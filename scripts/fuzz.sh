@@ -4,6 +4,7 @@
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET] [TARGET...]   run (default 10 s each, every target)
 #   scripts/fuzz.sh --make-seeds                       regenerate fuzz/corpus/ from p35-loadgen
+#   scripts/fuzz.sh --build-only                       build the targets, run nothing
 #
 # Targets: normalize, timestamp, clean, inspect. New inputs the fuzzer finds go to
 # $build/fuzz-work/<target>/ (the checked-in corpus is only read); a crashing input is written
@@ -88,6 +89,7 @@ if [ "${1:-}" = "--make-seeds" ]; then
 fi
 
 setup
+[ "${1:-}" = "--build-only" ] && exit 0
 seconds="${1:-10}"
 shift || true
 targets=("$@")

@@ -5,10 +5,12 @@
 # (scripts/version.sh: 0.1.0+g<commit>[.dirty]), written into the copy's debian/changelog and
 # used by the binaries' --version.
 #
-# Usage: scripts/package.sh [--out DIR] [--check]
+# Usage: scripts/package.sh [--out DIR] [--check] [--noopt]
 #   --out DIR  where the build tree and the .deb go (created; default <repo>/build-deb)
 #   --check    build and run the tests too (default: DEB_BUILD_OPTIONS=nocheck, as the tests run
 #              elsewhere: scripts/test.sh)
+#   --noopt    compile without optimisation (DEB_BUILD_OPTIONS=noopt): a package for testing the
+#              packaging (scripts/systemd_test.sh), built in about half the time; not for hosts
 # Needs debhelper and dpkg-dev (scripts/deps.sh installs them). ccache is used when installed; the
 # build tree's path stays the same between runs so that its cache hits.
 set -euo pipefail
@@ -16,12 +18,14 @@ set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 out="$here/build-deb"
 check=0
+noopt=0
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --out) out="${2:?--out needs a directory}"; shift 2 ;;
     --out=*) out="${1#*=}"; shift ;;
     --check) check=1; shift ;;
+    --noopt) noopt=1; shift ;;
     -h|--help) usage; exit 0 ;;
     *) echo "package.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
@@ -52,6 +56,7 @@ sed -i "1s/^$name ([^)]*)/$name ($version)/" "$src/debian/changelog"
 
 options="parallel=${P35_PACKAGE_JOBS:-2}"
 [ "$check" -eq 1 ] || options="$options nocheck"
+[ "$noopt" -eq 0 ] || options="$options noopt"
 profiles=""
 [ "$check" -eq 1 ] || profiles="-Pnocheck"
 if command -v ccache >/dev/null; then

@@ -240,6 +240,9 @@ class AgeRange {
 
 TEST_CASE("wall-clock steps back 70 min and forward 2 h under traffic: exact, live, watched",
           "[clock][pipeline][redis]") {
+  // Not a skip: scripts/deps.sh installs it, and without it this test would prove nothing.
+  INFO("libfaketime (Debian package faketime; scripts/deps.sh installs it) at " << kFaketimeLib);
+  REQUIRE(access(kFaketimeLib, R_OK) == 0);
   RedisServer redis;
   const std::string step_file = redis.dir() + "/faketime";
   write_file(step_file, "+0");
