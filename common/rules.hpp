@@ -18,7 +18,8 @@ struct Field {
 };
 
 // The decisions counted per minute. When this grows, update: the slot's decision counters in
-// shm_layout.hpp (kDecisionCount), decision_name(), and rollup's zero-filled snapshot fields.
+// shm_layout.hpp (kDecisionSlots, a layout version bump), decision_name(), and rollup's
+// zero-filled snapshot fields.
 enum class Decision : uint8_t { Execute = 0, Skip = 1, Blocked = 2, Error = 3, Unknown = 4 };
 inline constexpr size_t kKnownDecisionCount = 4;  // EXECUTE..ERROR, always present in snapshots
 const char* decision_name(Decision d);             // "EXECUTE", "SKIP", "BLOCKED", "ERROR", "UNKNOWN"

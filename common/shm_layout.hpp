@@ -155,7 +155,8 @@ struct alignas(kCacheLine) StageBlock {
   std::atomic<uint64_t> holder_text[16];
   // Times the Sentinel-resolved primary changed under this stage.
   std::atomic<uint64_t> primary_moves;
-  uint8_t reserved[512 - 8 * 16 - 16 - 128 - 8];
+  // 512 bytes in all: 14 words, 2 half-words, holder_text (16 words), primary_moves.
+  uint8_t reserved[512 - 14 * 8 - 2 * 4 - 16 * 8 - 8];
 };
 
 // Totals that go to Redis through the commit (exactly once) or only to status.
@@ -176,7 +177,8 @@ inline constexpr uint32_t kTotalSlots = 16;
 enum class JournalOp : uint64_t { Set = 0, ClearSlot = 1 };
 struct JournalEntry {
   uint64_t op_offset;  // op << 56 | byte offset into the segment (Set) or slot index (ClearSlot)
-  uint64_t value;      // the new absolute value (Set) or the slot's new minute (ClearSlot)
+  uint64_t value;      // the new absolute value (Set); unused, 0 (ClearSlot: the slot's new
+                       // minute comes with the Set entries that follow it)
 };
 
 struct alignas(kCacheLine) IngestControl {
@@ -273,31 +275,116 @@ struct PendingSlot {
 };
 
 // --- the asserts that keep the picture honest --------------------------------------------
-static_assert(sizeof(SegmentHeader) == 4096);
+// Every field of every block at its offset. Two programs built apart (stages of one version,
+// p35-shm of another build) read the same bytes only by agreeing on these numbers: a field that
+// moves must fail the build here and bump kLayoutVersion, never change meaning silently.
+
+// SegmentHeader: magic, version and size first, so any version's inspector can refuse another.
+static_assert(sizeof(SegmentHeader) == 4096);  // one page: section 0
 static_assert(offsetof(SegmentHeader, magic) == 0);
 static_assert(offsetof(SegmentHeader, layout_version) == 8);
+static_assert(offsetof(SegmentHeader, header_size) == 12);
 static_assert(offsetof(SegmentHeader, segment_size) == 16);
 static_assert(offsetof(SegmentHeader, fingerprint) == 24);
+static_assert(offsetof(SegmentHeader, created_unix_ms) == 32);
+static_assert(offsetof(SegmentHeader, creator_pid) == 40);
+static_assert(offsetof(SegmentHeader, symbol_breakdown) == 44);
 static_assert(offsetof(SegmentHeader, caps) == 48);
-static_assert(offsetof(SegmentHeader, instance_token) == 48 + sizeof(Capacities) + sizeof(SectionOffsets) + 512);
-static_assert(offsetof(StageBlock, holder_text) == 120);
+static_assert(sizeof(Capacities) == 32);  // eight u32
+static_assert(offsetof(SegmentHeader, off) == 80);
+static_assert(sizeof(SectionOffsets) == 104);  // thirteen u64
+static_assert(offsetof(SegmentHeader, fingerprint_text) == 184);
+static_assert(offsetof(SegmentHeader, instance_token) == 696);
+static_assert(offsetof(SegmentHeader, reserved) == 712);
+
+// StageBlock: one per stage, 512 bytes each; the inspector and status read every field.
 static_assert(sizeof(StageBlock) == 512);
-static_assert(sizeof(SlotHeader) == 256);
-static_assert(sizeof(TableEntry) == 16);
-static_assert(sizeof(JournalEntry) == 16);
-static_assert(sizeof(IdLogEntry) == 16);
-static_assert(sizeof(StringEntry) == 240);
-static_assert(sizeof(SlotMeta) == 16);
-static_assert(sizeof(PendingSlot) == 8);
-static_assert(sizeof(SeqId) == kCacheLine);
-static_assert(offsetof(SeqId, next) == 24);
-static_assert(offsetof(IngestControl, counted_id) % kCacheLine == 0);
-static_assert(offsetof(IngestControl, journal_count) % kCacheLine == 0);
-static_assert(offsetof(IngestControl, rollup_bell) % kCacheLine == 0);
-static_assert(offsetof(IngestControl, ackd_bell) % kCacheLine == 0);
-static_assert(offsetof(IngestControl, ingest_bell) % kCacheLine == 0);
-static_assert(offsetof(RollupControl, pending_state) % kCacheLine == 0);
+static_assert(offsetof(StageBlock, pid) == 0);
+static_assert(offsetof(StageBlock, start_unix_ms) == 8);
+static_assert(offsetof(StageBlock, heartbeat_boot_ms) == 16);
+static_assert(offsetof(StageBlock, state) == 24);
+static_assert(offsetof(StageBlock, starts) == 28);
+static_assert(offsetof(StageBlock, read) == 32);
+static_assert(offsetof(StageBlock, counted) == 40);
+static_assert(offsetof(StageBlock, committed) == 48);
+static_assert(offsetof(StageBlock, acked) == 56);
+static_assert(offsetof(StageBlock, waits) == 64);
+static_assert(offsetof(StageBlock, redis_errors) == 72);
+static_assert(offsetof(StageBlock, outages) == 80);
+static_assert(offsetof(StageBlock, outage_since_boot_ms) == 88);
+static_assert(offsetof(StageBlock, batches) == 96);
+static_assert(offsetof(StageBlock, skipped) == 104);
+static_assert(offsetof(StageBlock, conflicts) == 112);
+static_assert(offsetof(StageBlock, holder_text) == 120);
+static_assert(offsetof(StageBlock, primary_moves) == 248);
+static_assert(offsetof(StageBlock, reserved) == 256);  // the reserve is counted, not padded
+static_assert(offsetof(StageBlock, reserved) + sizeof(StageBlock::reserved) == sizeof(StageBlock));
+
+// IngestControl: the seqlock, the journal header and each bell on a line of its own, so a stage
+// spinning on one does not slow the writer of another (false sharing).
+static_assert(sizeof(IngestControl) == 576);
+static_assert(offsetof(IngestControl, seqlock) == 0);
+static_assert(offsetof(IngestControl, counted_id) == 64);
+static_assert(offsetof(IngestControl, id_log_head) == 80);
+static_assert(offsetof(IngestControl, totals) == 88);
+static_assert(offsetof(IngestControl, initialised_from_marker) == 216);
+static_assert(offsetof(IngestControl, init_marker) == 224);
+static_assert(offsetof(IngestControl, journal_count) == 256);
+static_assert(offsetof(IngestControl, journal_id) == 264);
+static_assert(offsetof(IngestControl, rollup_bell) == 320);
+static_assert(offsetof(IngestControl, ackd_bell) == 384);
+static_assert(offsetof(IngestControl, ingest_bell) == 448);
+static_assert(offsetof(IngestControl, counted_pub) == 512);
+
+// RollupControl: the committed marker on its own line; the pending commit record after it.
+static_assert(sizeof(RollupControl) == 448);
+static_assert(offsetof(RollupControl, committed) == 0);
+static_assert(offsetof(RollupControl, pending_state) == 64);
+static_assert(offsetof(RollupControl, pending_prev) == 72);
+static_assert(offsetof(RollupControl, pending_next) == 88);
+static_assert(offsetof(RollupControl, pending_slot_count) == 104);
+static_assert(offsetof(RollupControl, pending_totals_side) == 112);
+static_assert(offsetof(RollupControl, totals_side) == 120);
+static_assert(offsetof(RollupControl, committed_totals) == 128);
+static_assert(offsetof(RollupControl, commit_count) == 384);
+static_assert(offsetof(RollupControl, last_commit_unix_ms) == 392);
+static_assert(offsetof(RollupControl, reset_epoch) == 400);
+
+// AckdControl: the ack tail, then the acked ID on a line of its own (read by every lag).
 static_assert(sizeof(AckdControl) == 2 * kCacheLine);
+static_assert(offsetof(AckdControl, id_log_tail) == 0);
+static_assert(offsetof(AckdControl, bell_at_commit) == 8);
+static_assert(offsetof(AckdControl, acked) == 64);
+
+// SeqId: lock, the two words, and `next` (the value being published, for repair after a kill).
+static_assert(sizeof(SeqId) == kCacheLine);
+static_assert(offsetof(SeqId, lock) == 0);
+static_assert(offsetof(SeqId, ms) == 8);
+static_assert(offsetof(SeqId, seq) == 16);
+static_assert(offsetof(SeqId, next) == 24);
+
+// Slots: the header a cache-line multiple, then the tables of 16-byte entries.
+static_assert(sizeof(SlotHeader) == 256);
+static_assert(offsetof(SlotHeader, minute) == 0);
+static_assert(offsetof(SlotHeader, gen) == 8);
+static_assert(offsetof(SlotHeader, version) == 16);
+static_assert(offsetof(SlotHeader, messages) == 24);
+static_assert(offsetof(SlotHeader, decisions) == 32);
+static_assert(offsetof(SlotHeader, reason_used) == 64);
+static_assert(offsetof(SlotHeader, symbol_reason_used) == 72);
+static_assert(offsetof(SlotHeader, unknown_used) == 80);
+static_assert(offsetof(SlotHeader, overflow_reason) == 88);
+static_assert(offsetof(SlotHeader, overflow_symbol_reason) == 96);
+static_assert(offsetof(SlotHeader, overflow_unknown) == 104);
+static_assert(offsetof(SlotHeader, reserved) == 112);
+static_assert(sizeof(TableEntry) == 16 && offsetof(TableEntry, count) == 8);
+static_assert(sizeof(JournalEntry) == 16 && offsetof(JournalEntry, value) == 8);
+static_assert(sizeof(IdLogEntry) == 16 && offsetof(IdLogEntry, seq) == 8);
+static_assert(sizeof(IdWords) == 16 && offsetof(IdWords, seq) == 8);
+static_assert(sizeof(StringEntry) == 240);  // 8 + kStringMaxBytes
+static_assert(offsetof(StringEntry, hash) == 4 && offsetof(StringEntry, bytes) == 8);
+static_assert(sizeof(SlotMeta) == 16 && offsetof(SlotMeta, committed_tag) == 8);
+static_assert(sizeof(PendingSlot) == 8 && offsetof(PendingSlot, side) == 4);
 static_assert(std::atomic<uint64_t>::is_always_lock_free);
 static_assert(std::atomic<int64_t>::is_always_lock_free);
 static_assert(std::atomic<uint32_t>::is_always_lock_free);

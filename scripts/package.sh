@@ -57,6 +57,8 @@ sed -i "1s/^$name ([^)]*)/$name ($version)/" "$src/debian/changelog"
 options="parallel=${P35_PACKAGE_JOBS:-2}"
 [ "$check" -eq 1 ] || options="$options nocheck"
 [ "$noopt" -eq 0 ] || options="$options noopt"
+# --noopt also keeps line tables only (-g1 after dpkg-buildflags' -g): a quicker test build.
+[ "$noopt" -eq 0 ] || export DEB_CXXFLAGS_APPEND="${DEB_CXXFLAGS_APPEND:+$DEB_CXXFLAGS_APPEND }-g1"
 profiles=""
 [ "$check" -eq 1 ] || profiles="-Pnocheck"
 if command -v ccache >/dev/null; then

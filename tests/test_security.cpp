@@ -16,6 +16,7 @@
 #include "pipeline_harness.hpp"
 #include "shm.hpp"
 #include "shm_test_util.hpp"
+#include "skip.hpp"
 
 using namespace p35;
 using namespace p35::test;
@@ -345,10 +346,7 @@ TEST_CASE("a segment owned by another user or open to others is refused, p35-shm
   };
 
   SECTION("owned by nobody (65534)") {
-    if (::geteuid() != 0) {
-      WARN("not root: cannot chown the segment to another user; skipped");
-      return;
-    }
+    if (::geteuid() != 0) P35_SKIP("not root: cannot chown the segment to another user");
     REQUIRE(::chown(path.c_str(), 65534, 65534) == 0);
     const std::string why = refusal();
     CHECK_THAT(why, Contains(path) && Contains("owned by uid 65534") && Contains("mode 0600") &&

@@ -445,6 +445,38 @@ TEST_CASE("Sentinel: failover under load, a lagging replica promoted, the old pr
   REQUIRE(wait_until([&] { return t.settled_on(*t.b); }, 20000, 50));
   require_exact_after_move(*t.b, p, *load, since, restarts);
   WARN(restarts << " stage restart(s) on a fresh segment over the three cases");
+
+  // proof.sh follows the sentinels as the stages do: it asks them for the primary (B again) and
+  // checks the deployment there (--no-systemd: the stages run under this test). Redis' default
+  // user: proof.sh reads more than the stages' ACL rule allows (an operator's check).
+  const std::string env_file = dir + "/proof.env";
+  {
+    std::ofstream f(env_file);
+    f << "REDIS_SENTINELS=" << t.sentinel_list << "\nREDIS_SENTINEL_MASTER=mymaster\n"
+      << "P35_STREAM=" << opt.stream << "\nP35_CONSUMER=" << opt.consumer << "\n"
+      << "P35_SHM_NAME=" << p.shm_name() << "\nP35_KEY_PREFIX=" << opt.key_prefix << "\n";
+  }
+  SpawnOptions so;
+  so.log_path = dir + "/proof.log";
+  so.unset_env = {"REDIS_SENTINELS", "REDIS_HOST", "REDIS_PORT", "REDIS_SOCKET", "REDIS_USERNAME",
+                  "REDIS_PASSWORD", "REDIS_PASSWORD_FILE"};
+  ChildProcess proof({"bash", env_or("P35_SOURCE_DIR", ".") + "/scripts/proof.sh", "--env-file",
+                      env_file, "--no-systemd", "--shm-bin", env_or("P35_SHM_BIN", "p35-shm")},
+                     so);
+  const auto proof_exit = proof.wait_exit(60000);
+  const std::string proof_out = file_tail(so.log_path, 200);
+  INFO("proof.sh printed:\n" << proof_out);
+  REQUIRE(proof_exit);
+  CHECK(proof_exit->exited_with(0));
+  CHECK(proof_out.find("names 127.0.0.1:" + std::to_string(t.b->port()) + " as primary") !=
+        std::string::npos);
+  CHECK(proof_out.find("the server the sentinels name says it is the primary") != std::string::npos);
+  CHECK(proof_out.find("PROOF OK") != std::string::npos);
+  for (const char* shown : {"names 127.0.0.1:", "PROOF OK"}) {
+    const size_t at = proof_out.find(shown);
+    if (at != std::string::npos)
+      WARN("proof.sh after the failovers: ..." << proof_out.substr(at, proof_out.find('\n', at) - at));
+  }
   WARN("test took " << ms_since(test_start) << " ms");
 }
 

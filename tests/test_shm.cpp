@@ -23,6 +23,7 @@
 #include "counter.hpp"
 #include "futex.hpp"
 #include "shm_test_util.hpp"
+#include "skip.hpp"
 
 namespace {
 
@@ -238,10 +239,7 @@ TEST_CASE("a segment larger than /dev/shm is refused at creation, with its size,
   struct statvfs fs {};
   REQUIRE(::statvfs("/dev/shm", &fs) == 0);
   // On a tmpfs without a size limit the allocation would take the machine's memory: not here.
-  if (fs.f_blocks == 0) {
-    WARN("/dev/shm has no size limit; nothing to refuse");
-    return;
-  }
+  if (fs.f_blocks == 0) P35_SKIP("/dev/shm has no size limit here: nothing to refuse");
   const ShmGuard guard;
   SegmentSpec spec = small_spec(guard.name());
   spec.caps.ring_slots = 4096;
@@ -1184,3 +1182,22 @@ TEST_CASE("section offsets are page-aligned, in order, non-overlapping and end a
 }
 
 }  // namespace
+
+TEST_CASE("the default segment is 44,224,512 bytes, as docs/design.md says: a number, not recomputed",
+          "[shm][layout]") {
+  // Pinned by hand from the documented defaults: a change of any block's size, of a default
+  // capacity or of the section arithmetic shows here, and docs/design.md and the slice's
+  // MemoryMax (docs/operations.md) are then revisited with it.
+  const SegmentSpec spec = SegmentSpec::from_config(p35::Config{});
+  CHECK(spec.caps.ring_slots == 128);
+  CHECK(spec.caps.late_slots == 8);
+  CHECK(spec.caps.reason_cap == 1024);
+  CHECK(spec.caps.symbol_reason_cap == 4096);
+  CHECK(spec.caps.unknown_cap == 64);
+  CHECK(spec.caps.string_cap == 32768);
+  CHECK(spec.caps.id_log_cap == 65536);
+  CHECK(spec.caps.journal_cap == 65536);
+  const auto o = p35::compute_layout(spec.caps);
+  CHECK(o.slot_bytes == 83904);
+  CHECK(o.end == 44224512);
+}
