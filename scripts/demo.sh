@@ -51,10 +51,25 @@ for stage in ackd rollup ingest; do
   "$build/$stage/p35-$stage" >"$work/$stage.log" 2>&1 &
   pids+=($!)
 done
-start=$(date +%s.%N)
-until [ "$("${R[@]}" xpending quantum:stream:apply.result p35_decision_intel | head -1)" = "0" ] &&
-      [ "$("${R[@]}" hget quantum:p35:status processed_total)" = "50000" ]; do sleep 0.1; done
-printf '== backlog counted, committed and acked in %.2f s\n' "$(echo "$(date +%s.%N) - $start" | bc 2>/dev/null || echo 0)"
+# Counted, committed and acked: processed_total equals the stream's length and nothing is pending.
+drained() {
+  [ "$("${R[@]}" xpending quantum:stream:apply.result p35_decision_intel | head -1)" = "0" ] &&
+    [ "$("${R[@]}" hget quantum:p35:status processed_total)" = "$("${R[@]}" xlen quantum:stream:apply.result)" ]
+}
+wait_drained() {  # what, deadline in seconds
+  local deadline=$((SECONDS + $2))
+  until drained; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      echo "demo FAILED: $1 not drained after $2 s; the stages' logs:" >&2
+      tail -n 5 "$work"/*.log >&2
+      exit 1
+    fi
+    sleep 0.1
+  done
+}
+start_us=${EPOCHREALTIME/./}
+wait_drained "the backlog" 60
+printf '== backlog counted, committed and acked in %d ms\n' $(((${EPOCHREALTIME/./} - start_us) / 1000))
 
 echo "== live traffic: 200 msg/s for $seconds s"
 # --force: the demo's own stream, which the stages now consume.
@@ -65,8 +80,8 @@ sleep "$((seconds / 2))"
 echo
 echo "== p35-shm (read-only view of the segment, mid-run)"
 "$build/inspect/p35-shm" --shm-name "$shm" | head -40
-wait "$lg" || true
-sleep 2
+wait "$lg" || { echo "demo FAILED: p35-loadgen failed" >&2; exit 1; }
+wait_drained "the live traffic" 30
 
 echo
 echo "== the operator queries"
@@ -77,3 +92,16 @@ q ZREVRANGE quantum:p35:unknown_decision:top:5m 0 5 WITHSCORES
 q HMGET quantum:p35:status processed_total trimmed_total pending_estimate last_id ingest_rate consumer_name
 q XPENDING quantum:stream:apply.result p35_decision_intel
 echo "== stopping (SIGTERM: ingest, rollup, ackd) and cleaning up"
+total="$("${R[@]}" xlen quantum:stream:apply.result)"
+# The decisions of every bucket add up to the stream: each entry counted once.
+counted=0
+while IFS= read -r key; do
+  while IFS= read -r field && IFS= read -r value; do
+    case "$field" in decision:*) counted=$((counted + value)) ;; esac
+  done < <("${R[@]}" hgetall "$key")
+done < <("${R[@]}" --scan --pattern 'quantum:p35:bucket:*')
+if [ "$counted" -ne "$total" ]; then
+  echo "demo FAILED: the buckets count $counted decisions, the stream holds $total entries" >&2
+  exit 1
+fi
+echo "== demo OK: $total entries in the stream, $counted decisions in the buckets, none pending"

@@ -89,6 +89,21 @@ background_done() {
 phase "meson test (unit, integration and chaos tests; each starts its own redis-server)"
 run_suite "$build" "$@"
 
+# The README's first command, on this clone (CI: a fresh one): the demo must drain, count each
+# entry once and say so ("demo OK"). The README's second command is this script.
+if [ $# -eq 0 ]; then
+  phase "the README's demo command (bash scripts/demo.sh 4)"
+  if P35_BUILD_DIR="$build" bash "$here/scripts/demo.sh" 4 >"$build/demo.log" 2>&1 &&
+     grep -q '^== demo OK' "$build/demo.log"; then
+    grep '^== \(backlog\|demo OK\)' "$build/demo.log"
+    passed=$((passed + 1))
+  else
+    echo "FAILED: scripts/demo.sh; its output:"
+    tail -n 40 "$build/demo.log"
+    failed=$((failed + 1)) status=1
+  fi
+fi
+
 # The same suite again with every program built with AddressSanitizer and UndefinedBehaviorSanitizer
 # (the chaos test included), then every libFuzzer target for a few seconds (about 30 s in all).
 # Instrumented code runs 2-5x slower and CI's budget for this script is 25 minutes on 2 cores: the
