@@ -7,7 +7,7 @@
 P35_RUNTIME_PACKAGES=(libhiredis0.14 libspdlog1.10 libfmt9 libsimdjson14 libsystemd0)
 P35_BUILD_PACKAGES=(
   g++ meson ninja-build pkg-config
-  libhiredis-dev libboost-dev libspdlog-dev libfmt-dev libcxxopts-dev libsimdjson-dev libsystemd-dev
+  libhiredis-dev libspdlog-dev libfmt-dev libcxxopts-dev libsimdjson-dev libsystemd-dev
   debhelper dpkg-dev  # scripts/package.sh: the Debian package (dpkg-buildpackage, dh with meson)
 )
 P35_TEST_PACKAGES=(
