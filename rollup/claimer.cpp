@@ -8,6 +8,7 @@
 
 #include "committer.hpp"
 #include "keys.hpp"
+#include "owner.hpp"
 #include "snapshots.hpp"
 
 namespace p35 {
@@ -66,8 +67,7 @@ std::vector<ConsumerInfo> consumers(Connection& conn, const Config& cfg) {
   } catch (const RedisError& e) {
     // No group or no stream (not yet, or deleted: ingest re-creates both): nobody to take over
     // from, and no outage either.
-    if (e.kind() == RedisErrorKind::Reply && (e.server_message().rfind("NOGROUP", 0) == 0 ||
-                                              e.server_message().rfind("ERR no such key", 0) == 0))
+    if (e.is("NOGROUP") || e.is("ERR no such key"))
       return out;
     throw;
   }
@@ -212,30 +212,29 @@ bool Claimer::commit_counted(Connection& conn, const std::string& owner, StreamI
     conn.command(a);
   } catch (const RedisError& e) {
     const std::string& said = e.server_message();
-    if (e.kind() == RedisErrorKind::Reply &&
-        (said.rfind("P35CONFLICT", 0) == 0 || said.rfind("P35UNHELD", 0) == 0)) {
+    if (e.is("P35CONFLICT") || e.is("P35UNHELD")) {
       ++stats.conflicts;
       spdlog::info("Claim of {}'s entries lost the race ({}); nothing counted", owner, said);
       return false;
     }
     // Refused whole (the commit script checks before it writes): nothing counted, nothing acked,
     // and the rest of the round (our own commits) goes on; the next round tries again.
-    if (e.kind() == RedisErrorKind::Reply && said.rfind("P35NOMARKER", 0) == 0) {
+    if (e.is("P35NOMARKER")) {
       report_lost_marker(owner, ids.size());
       return false;
     }
-    if (e.kind() == RedisErrorKind::Reply && said.rfind("P35BADFIELD", 0) == 0) {
+    if (e.is("P35BADFIELD")) {
       spdlog::error("Failed to count {}'s idle entries: {} (nothing counted or acked; retried next "
                     "round; fix: HDEL the field named, README \"When Redis fails\")", owner,
                     said.substr(12));
       return false;
     }
-    if (e.kind() == RedisErrorKind::Reply && e.server_message().rfind("P35FENCED", 0) == 0) {
+    if (e.is(kFencedError)) {
       spdlog::debug("Not claiming {}'s idle entries: a running instance holds that name ({})",
                     owner, e.server_message());
       return false;
     }
-    if (e.kind() == RedisErrorKind::Reply && e.server_message().rfind("NOSCRIPT", 0) == 0) sha_.clear();
+    if (e.is("NOSCRIPT")) sha_.clear();
     throw;
   }
   stats.counted += counted;

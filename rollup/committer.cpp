@@ -11,6 +11,7 @@
 #include "futex.hpp"
 #include "keys.hpp"
 #include "marker.hpp"
+#include "owner.hpp"
 #include "rules.hpp"
 #include "snapshots.hpp"
 
@@ -516,7 +517,7 @@ Reply Committer::run_script(Connection& conn, const CommandArgs& args) {
   try {
     return conn.command(args);
   } catch (const RedisError& e) {
-    if (e.kind() != RedisErrorKind::Reply || e.server_message().rfind("NOSCRIPT", 0) != 0) throw;
+    if (!e.is("NOSCRIPT")) throw;
   }
   // Redis restarted or SCRIPT FLUSH: load again and send the very same commit.
   const Reply sha = conn.command({"SCRIPT", "LOAD", kCommitScript});
@@ -562,18 +563,17 @@ Committer::Outcome Committer::commit(Connection& conn, uint64_t* retries) {
     if (e.kind() == RedisErrorKind::Reply) {
       // P35UNHELD: Redis lacks the reads this commit counts (it came back older, or a lagging
       // replica was promoted): like a moved marker, the segment's uncommitted counts are dropped.
-      if (e.server_message().rfind("P35CONFLICT", 0) == 0 ||
-          e.server_message().rfind("P35UNHELD", 0) == 0) {
+      if (e.is("P35CONFLICT") || e.is("P35UNHELD")) {
         conflict_ = e.server_message();
         discard_pending();
         return Outcome::Conflict;
       }
-      if (e.server_message().rfind("P35FENCED", 0) == 0) {  // another instance holds our name
+      if (e.is(kFencedError)) {  // another instance holds our name
         conflict_ = e.server_message();
         discard_pending();
         return Outcome::Fenced;
       }
-      if (e.server_message().rfind("P35BADFIELD", 0) == 0) {
+      if (e.is("P35BADFIELD")) {
         discard_pending();
         report_refused(e.server_message(), plan.next);
         return Outcome::Refused;

@@ -394,7 +394,7 @@ bool SnapshotWriter::replace_keys(Connection& conn, Lease& lease,
   for (size_t i = 0; i < cmds.size(); ++i) a.add(cmds.at(i));
   conn.append(a);
   const Reply r = conn.read_reply();
-  if (r.is_error() && r.str().rfind("P35LEASE", 0) == 0) {
+  if (r.is_error("P35LEASE")) {
     lease.lost(r.str());
     return false;
   }
@@ -421,7 +421,7 @@ void StatusWriter::write(Connection& conn, bool global, const Reply* groups_repl
   }
   const Reply& groups = *groups_reply;
   // No stream (deleted, or before the first entry): the figures are unknown (-1).
-  if (groups.is_error() && groups.str().rfind("ERR no such key", 0) != 0)
+  if (groups.is_error() && !groups.is_error("ERR no such key"))
     throw error_from_reply("read the group's figures", groups.str(), conn.options().username);
   for (size_t g = 0; g < groups.size(); ++g) {
     const redisReply* e = groups.element(g);
