@@ -11,7 +11,7 @@
 #include <map>
 
 #include "rules.hpp"
-#include "snapshots.hpp"
+#include "top_n.hpp"
 
 namespace p35::inspect {
 
