@@ -28,7 +28,16 @@ inline std::string consumers(std::string_view prefix) { return std::string(prefi
 inline std::string owner(std::string_view prefix, std::string_view consumer) {
   return std::string(prefix) + "owner:" + std::string(consumer);
 }
+// The service's status hash (the first version's), and one host's: status:<consumer>.
 inline std::string status(std::string_view prefix) { return std::string(prefix) + "status"; }
+inline std::string host_status(std::string_view prefix, std::string_view consumer) {
+  return status(prefix) + ":" + std::string(consumer);
+}
+// Minute key -> a version bumped by every commit that touched that minute's bucket: the snapshot
+// writer re-reads exactly the buckets that changed.
+inline std::string bucket_versions(std::string_view prefix) { return std::string(prefix) + "bucketver"; }
+// Who writes the snapshots: "<consumer> <instance token>", with an expiry (rollup/snapshots.hpp).
+inline std::string lease(std::string_view prefix) { return std::string(prefix) + "lease"; }
 inline std::string decision_counts(std::string_view prefix, std::string_view window) {
   return std::string(prefix) + "decision:counts:" + std::string(window);
 }

@@ -189,7 +189,7 @@ bool Claimer::commit_counted(Connection& conn, const std::string& owner, StreamI
   for (const auto& [key, fields] : std::map<std::string, Fields>(hashes)) {
     const std::string bucket_prefix = cfg_.key_prefix + "bucket:";
     if (key.rfind(bucket_prefix, 0) == 0)
-      hashes[bucket_versions_key(cfg_.key_prefix)][key.substr(bucket_prefix.size())] += 1;
+      hashes[keys::bucket_versions(cfg_.key_prefix)][key.substr(bucket_prefix.size())] += 1;
   }
   auto& st = hashes[keys::status(cfg_.key_prefix)];
   if (counted > 0) st["processed_total"] += static_cast<long long>(counted);
@@ -203,7 +203,7 @@ bool Claimer::commit_counted(Connection& conn, const std::string& owner, StreamI
   for (const auto& h : hashes) a.add(h.first);
   a.add(prev.str()).add(next.str()).add("").add(cfg_.group).add(owner);
   for (const auto& [key, fields] : hashes) {
-    const bool keep = key == keys::status(cfg_.key_prefix) || key == bucket_versions_key(cfg_.key_prefix);
+    const bool keep = key == keys::status(cfg_.key_prefix) || key == keys::bucket_versions(cfg_.key_prefix);
     a.add(keep ? 0LL : static_cast<long long>(cfg_.bucket_ttl_s));
     a.add(static_cast<long long>(fields.size()));
     for (const auto& [f, n] : fields) a.add(f).add(n);

@@ -408,7 +408,7 @@ void Committer::build_args(CommitPlan& plan) {
   for (uint32_t t = 0; t < shm::kTotalCount; ++t)
     totals.add({kTotalFields[t]}, static_cast<int64_t>(count(rc.committed_totals[plan.totals_side][t]) -
                                                        count(rc.committed_totals[cur][t])));
-  const std::string versions_key = bucket_versions_key(cfg_.key_prefix);
+  const std::string versions_key = keys::bucket_versions(cfg_.key_prefix);
   const auto ttl = static_cast<long long>(cfg_.bucket_ttl_s);
 
   // KEYS: marker, ownership key (fencing), stream, then per minute its bucket and unknown hash when they have fields, then the

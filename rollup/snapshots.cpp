@@ -27,8 +27,6 @@ uint64_t ld(const std::atomic<uint64_t>& w) { return w.load(std::memory_order_re
 
 }  // namespace
 
-std::string bucket_versions_key(const std::string& prefix) { return prefix + "bucketver"; }
-
 void NameCounts::add(std::string_view name, int64_t delta) {
   const auto less = [this](const Item& it, std::string_view n) {
     return std::string_view(names_.data() + it.off, it.len) < n;
@@ -112,7 +110,7 @@ std::vector<WindowCounts> windows_from(const std::map<int64_t, MinuteCounts>& mi
 }
 
 Lease::Lease(const Config& cfg, const std::string& instance_token)
-    : cfg_(cfg), key_(cfg.key_prefix + "lease"), value_(cfg.consumer + " " + instance_token) {}
+    : cfg_(cfg), key_(keys::lease(cfg.key_prefix)), value_(cfg.consumer + " " + instance_token) {}
 
 namespace {
 const char* const kLeaseScript = R"LUA(#!lua
@@ -210,7 +208,7 @@ int64_t redis_time_ms(Connection& conn, const Reply& time) {
 
 void SnapshotWriter::append_inputs(Connection& conn) {
   conn.append({"TIME"});
-  conn.append({"HGETALL", bucket_versions_key(cfg_.key_prefix)});
+  conn.append({"HGETALL", keys::bucket_versions(cfg_.key_prefix)});
 }
 
 SnapshotInputs SnapshotWriter::read_inputs(Connection& conn) {
@@ -249,7 +247,7 @@ void SnapshotWriter::refresh_minutes(Connection& conn, int64_t now_minute, const
   }
   const auto& hour = hour_;
   const std::string& prune_before = prune_before_;
-  CommandArgs prune{"HDEL", bucket_versions_key(cfg_.key_prefix)};
+  CommandArgs prune{"HDEL", keys::bucket_versions(cfg_.key_prefix)};
   std::vector<std::pair<int64_t, int64_t>> stale;  // minute, version read
   for (size_t i = 0; i + 1 < v.size(); i += 2) {
     const auto mk = reply_str(v.element(i));
@@ -437,7 +435,7 @@ void StatusWriter::write(Connection& conn, bool global, const Reply* groups_repl
     a.add(std::string(name) + "_outages").add(static_cast<long long>(ld(b.outages)));
     a.add(std::string(name) + "_primary_moves").add(static_cast<long long>(ld(b.primary_moves)));
   };
-  CommandArgs a{"HSET", keys::status(cfg_.key_prefix) + ":" + cfg_.consumer};
+  CommandArgs a{"HSET", keys::host_status(cfg_.key_prefix, cfg_.consumer)};
   a.add("pending_estimate").add(static_cast<long long>(pending));
   a.add("group_lag").add(static_cast<long long>(lag));
   a.add("last_id").add(committed);

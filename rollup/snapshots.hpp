@@ -129,9 +129,6 @@ class SnapshotWriter {
   int64_t last_write_ms_ = 0;
 };
 
-// Hash of minute key -> version, bumped in the same commit as the minute's bucket.
-std::string bucket_versions_key(const std::string& prefix);
-
 class StatusWriter {
  public:
   StatusWriter(const Config& cfg, Segment& seg) : cfg_(cfg), seg_(seg) {}
