@@ -6,6 +6,7 @@
 #include <string>
 #include <string_view>
 
+#include "fields.hpp"
 #include "rules.hpp"
 
 namespace p35::keys {
@@ -54,6 +55,6 @@ struct Window {
 };
 inline constexpr std::array<Window, 4> kWindows{{{"1m", 1}, {"5m", 5}, {"15m", 15}, {"1h", 60}}};
 inline constexpr size_t kTopReasons = 50;
-inline constexpr std::string_view kOverflow = "__overflow__";
+using fields::kOverflow;  // a field name (fields.hpp), named here too for the tests
 
 }  // namespace p35::keys

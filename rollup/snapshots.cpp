@@ -13,6 +13,7 @@
 #include "rules.hpp"
 
 #include "daemon.hpp"
+#include "fields.hpp"
 #include "keys.hpp"
 #include "version.hpp"
 
@@ -21,7 +22,6 @@ namespace p35 {
 namespace {
 
 constexpr int64_t kRefreshMs = 10 * 60 * 1000;
-constexpr const char* kDecisionNames[shm::kDecisionSlots] = {"EXECUTE", "SKIP", "BLOCKED", "ERROR"};
 
 uint64_t ld(const std::atomic<uint64_t>& w) { return w.load(std::memory_order_relaxed); }
 
@@ -91,7 +91,8 @@ std::vector<WindowCounts> windows_from(const std::map<int64_t, MinuteCounts>& mi
     return keys::kWindows[a].minutes < keys::kWindows[b].minutes;
   });
   std::map<std::string, uint64_t> decisions, unknown_members;
-  for (const char* d : kDecisionNames) decisions[d] = 0;  // always present, 0 if none
+  for (size_t d = 0; d < kKnownDecisionCount; ++d)
+    decisions[std::string(kDecisionNames[d])] = 0;  // always present, 0 if none
   std::vector<const NameCounts*> reasons;  // the window's minutes so far
   auto it = minutes.rbegin();
   while (it != minutes.rend() && it->first > now_minute) ++it;
@@ -179,15 +180,14 @@ namespace {
 // Adds one bucket field ("decision:X", "reason:R"; symbol breakdown is not in the snapshots) or
 // subtracts it (n < 0, never below zero) to a minute's counts.
 void add_bucket_field(MinuteCounts& mc, std::string_view f, int64_t n) {
-  std::map<std::string, uint64_t>* m = nullptr;
-  if (f.rfind("reason:", 0) == 0) {
-    f.remove_prefix(7);
+  if (f.starts_with(fields::kReason)) {
+    f.remove_prefix(fields::kReason.size());
     mc.reasons.add(f, n);
     return;
   }
-  if (f.rfind("decision:", 0) == 0) m = &mc.decisions, f.remove_prefix(9);
-  else return;
-  auto it = m->try_emplace(std::string(f), 0).first;
+  if (!f.starts_with(fields::kDecision)) return;
+  f.remove_prefix(fields::kDecision.size());
+  auto it = mc.decisions.try_emplace(std::string(f), 0).first;
   it->second = static_cast<uint64_t>(static_cast<int64_t>(it->second) + n);
 }
 
