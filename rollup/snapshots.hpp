@@ -9,7 +9,7 @@
 #include <string_view>
 #include <vector>
 
-#include "committer.hpp"
+#include "commit_script.hpp"
 #include "config.hpp"
 #include "redis.hpp"
 #include "shm.hpp"
