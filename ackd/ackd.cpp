@@ -29,7 +29,7 @@ uint64_t Ackd::ack_batch(StreamId last) {
   try {
     return static_cast<uint64_t>(conn_.command(args_).integer());
   } catch (const RedisError& e) {
-    if (e.kind() != RedisErrorKind::Reply || e.server_message().rfind("NOSCRIPT", 0) != 0) throw;
+    if (!e.is("NOSCRIPT")) throw;
   }
   sha_.clear();  // Redis restarted or SCRIPT FLUSH: load it again, same batch
   return ack_batch(last);
@@ -64,7 +64,7 @@ uint64_t Ackd::ack_committed() {
     try {
       ack_batch(last);
     } catch (const RedisError& e) {
-      if (e.server_message().rfind("P35BEHIND", 0) == 0) behind_ = committed;
+      if (e.is("P35BEHIND")) behind_ = committed;
       throw;
     }
     total += end - tail;
@@ -140,7 +140,7 @@ int Ackd::run() {
     } catch (const RedisError& e) {
       if (e.kind() == RedisErrorKind::Auth) throw;
       if (behind_) return drop_segment(e.server_message());
-      if (e.server_message().rfind("P35NOMARKER", 0) == 0) {
+      if (e.is("P35NOMARKER")) {
         wait_for_marker();
         continue;
       }

@@ -6,6 +6,7 @@
 #include <string>
 #include <string_view>
 
+#include "fields.hpp"
 #include "rules.hpp"
 
 namespace p35::keys {
@@ -28,7 +29,16 @@ inline std::string consumers(std::string_view prefix) { return std::string(prefi
 inline std::string owner(std::string_view prefix, std::string_view consumer) {
   return std::string(prefix) + "owner:" + std::string(consumer);
 }
+// The service's status hash (the first version's), and one host's: status:<consumer>.
 inline std::string status(std::string_view prefix) { return std::string(prefix) + "status"; }
+inline std::string host_status(std::string_view prefix, std::string_view consumer) {
+  return status(prefix) + ":" + std::string(consumer);
+}
+// Minute key -> a version bumped by every commit that touched that minute's bucket: the snapshot
+// writer re-reads exactly the buckets that changed.
+inline std::string bucket_versions(std::string_view prefix) { return std::string(prefix) + "bucketver"; }
+// Who writes the snapshots: "<consumer> <instance token>", with an expiry (rollup/snapshots.hpp).
+inline std::string lease(std::string_view prefix) { return std::string(prefix) + "lease"; }
 inline std::string decision_counts(std::string_view prefix, std::string_view window) {
   return std::string(prefix) + "decision:counts:" + std::string(window);
 }
@@ -45,6 +55,6 @@ struct Window {
 };
 inline constexpr std::array<Window, 4> kWindows{{{"1m", 1}, {"5m", 5}, {"15m", 15}, {"1h", 60}}};
 inline constexpr size_t kTopReasons = 50;
-inline constexpr std::string_view kOverflow = "__overflow__";
+using fields::kOverflow;  // a field name (fields.hpp), named here too for the tests
 
 }  // namespace p35::keys

@@ -31,7 +31,7 @@ return {'created', '0-0'}
 )LUA";
 
 void set_status(Connection& conn, const Config& cfg, std::initializer_list<std::string_view> fv) {
-  CommandArgs a{"HSET", keys::status(cfg.key_prefix) + ":" + cfg.consumer};
+  CommandArgs a{"HSET", keys::host_status(cfg.key_prefix, cfg.consumer)};
   for (const std::string_view s : fv) a.add(s);
   conn.command(a);
 }

@@ -23,6 +23,11 @@
 
 namespace p35 {
 
+bool error_code_is(std::string_view server_text, std::string_view code) {
+  return server_text.starts_with(code) &&
+         (server_text.size() == code.size() || server_text[code.size()] == ' ');
+}
+
 namespace {
 
 timeval to_timeval(int timeout_ms) {
@@ -32,22 +37,17 @@ timeval to_timeval(int timeout_ms) {
   return tv;
 }
 
-bool starts_with_word(std::string_view text, std::string_view word) {
-  return text.size() >= word.size() && text.substr(0, word.size()) == word &&
-         (text.size() == word.size() || text[word.size()] == ' ');
-}
-
 // Error replies that say "who you are is not allowed": reconnecting (and AUTHing again) is the
 // remedy, or the operator must fix the credentials.
 bool is_auth_error(std::string_view server_text) {
-  return starts_with_word(server_text, "NOAUTH") || starts_with_word(server_text, "WRONGPASS");
+  return error_code_is(server_text, "NOAUTH") || error_code_is(server_text, "WRONGPASS");
 }
 
 // Error replies that say "you are known but may not do this": the ACL user lacks a command or a
 // key pattern. Inside a script Redis 7 reports it as an ERR ("The user executing the script
 // can't run this command or subcommand", "... can't access at least one of the keys ...").
 bool is_noperm_error(std::string_view server_text) {
-  return starts_with_word(server_text, "NOPERM") ||
+  return error_code_is(server_text, "NOPERM") ||
          server_text.find("The user executing the script can't") != std::string_view::npos;
 }
 
@@ -209,6 +209,9 @@ bool Reply::is_nil() const {
 }
 bool Reply::is_error() const {
   return r_ && r_->type == REDIS_REPLY_ERROR;
+}
+bool Reply::is_error(std::string_view code) const {
+  return is_error() && error_code_is(str(), code);
 }
 bool Reply::is_array() const {
   return r_ && r_->type == REDIS_REPLY_ARRAY;

@@ -21,6 +21,11 @@ class ReplyArena;
 
 struct Config;
 
+// Whether an error reply's text begins with `code` as whole words: Redis's error code is the
+// reply's first word ("NOSCRIPT", "BUSYGROUP", our scripts' "P35CONFLICT"); a few errors are told
+// apart only by more words ("ERR no such key").
+bool error_code_is(std::string_view server_text, std::string_view code);
+
 enum class RedisErrorKind {
   Io,        // connect refused, reset, broken pipe
   Timeout,   // connect or command timeout
@@ -42,6 +47,9 @@ class RedisError : public std::runtime_error {
   RedisErrorKind kind() const { return kind_; }
   // For Reply/Auth/NoPerm: the server's error text as it came ("NOSCRIPT No matching script...").
   const std::string& server_message() const { return server_message_; }
+  // The server answered an error reply whose code is `code` (see error_code_is): is("NOSCRIPT").
+  // False for errors without a reply (I/O, timeout, closed).
+  bool is(std::string_view code) const { return error_code_is(server_message_, code); }
   // The connection is unusable after this error and must be reconnected.
   bool connection_lost() const {
     return kind_ != RedisErrorKind::Reply && kind_ != RedisErrorKind::NoPerm;
@@ -92,6 +100,7 @@ class Reply {
   const redisReply* get() const { return r_.get(); }
   bool is_nil() const;
   bool is_error() const;
+  bool is_error(std::string_view code) const;  // an error reply with this code (error_code_is)
   bool is_array() const;
   bool is_string() const;  // bulk or status string
   bool is_integer() const;

@@ -7,6 +7,8 @@
 
 #include "rules.hpp"
 
+#include "fields.hpp"
+
 namespace p35 {
 namespace {
 
@@ -180,25 +182,17 @@ void choose_decision(const EntryFields& f, const std::string& reason, Normalized
 
 }  // namespace
 
-const char* decision_name(Decision d) {
-  switch (d) {
-    case Decision::Execute: return "EXECUTE";
-    case Decision::Skip: return "SKIP";
-    case Decision::Blocked: return "BLOCKED";
-    case Decision::Error: return "ERROR";
-    case Decision::Unknown: break;
-  }
-  return "UNKNOWN";
+std::string_view decision_name(Decision d) {
+  const auto i = static_cast<size_t>(d);
+  return kDecisionNames[i < kDecisionNames.size() ? i : static_cast<size_t>(Decision::Unknown)];
 }
 
 std::string Normalized::decision_label() const {
-  if (decision == Decision::Unknown && unknown_from_decision_field) return "UNKNOWN:" + unknown_value;
-  return decision_name(decision);
+  return fields::decision_label(decision, unknown_from_decision_field, unknown_value).str();
 }
 
 std::string Normalized::unknown_member() const {
-  if (unknown_from_decision_field) return unknown_value;
-  return "executed=" + unknown_value;
+  return fields::unknown_member(unknown_from_decision_field, unknown_value).str();
 }
 
 void normalize(std::span<const Field> fields, int64_t id_ms, Normalized& out) {

@@ -2,6 +2,7 @@
 // decision (decision, reason, symbol, minute, unknown-decision member) out. Pure functions.
 #pragma once
 
+#include <array>
 #include <cstddef>
 #include <cstdint>
 #include <optional>
@@ -18,11 +19,14 @@ struct Field {
 };
 
 // The decisions counted per minute. When this grows, update: the slot's decision counters in
-// shm_layout.hpp (kDecisionSlots, a layout version bump), decision_name(), and rollup's
-// zero-filled snapshot fields.
+// shm_layout.hpp (kDecisionSlots, a layout version bump) and kDecisionNames.
 enum class Decision : uint8_t { Execute = 0, Skip = 1, Blocked = 2, Error = 3, Unknown = 4 };
 inline constexpr size_t kKnownDecisionCount = 4;  // EXECUTE..ERROR, always present in snapshots
-const char* decision_name(Decision d);             // "EXECUTE", "SKIP", "BLOCKED", "ERROR", "UNKNOWN"
+// The one table of decision names, in Decision order: the bucket fields (common/fields.hpp), the
+// snapshots' decision:counts:<W> and p35-shm name decisions by it.
+inline constexpr std::array<std::string_view, 5> kDecisionNames{"EXECUTE", "SKIP", "BLOCKED",
+                                                                "ERROR", "UNKNOWN"};
+std::string_view decision_name(Decision d);  // kDecisionNames[d]; UNKNOWN for any other value
 
 inline constexpr size_t kReasonMaxBytes = 200;
 inline constexpr size_t kShortMaxBytes = 64;  // decisions, symbols, `executed`
@@ -43,9 +47,11 @@ struct Normalized {
   int64_t event_ms = 0;
   int64_t minute = 0;  // floor(event_ms / 60000): minutes since the epoch, UTC
 
-  // "EXECUTE", ..., "UNKNOWN:<value>" or "UNKNOWN": what follows "decision:" in a bucket.
+  // "EXECUTE", ..., "UNKNOWN:<value>" or "UNKNOWN": what follows "decision:" in a bucket
+  // (fields::decision_label).
   std::string decision_label() const;
-  // The member of quantum:p35:unknown_decision:top:5m (only meaningful for Decision::Unknown).
+  // The member of quantum:p35:unknown_decision:top:5m (only meaningful for Decision::Unknown;
+  // fields::unknown_member).
   std::string unknown_member() const;
 };
 

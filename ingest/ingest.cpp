@@ -68,7 +68,7 @@ Ingest::Prepared Ingest::prepare_redis() {
     conn_.command({"XGROUP", "CREATE", cfg_.stream, cfg_.group, "0", "MKSTREAM"});
     created = true;
   } catch (const RedisError& e) {
-    if (e.kind() != RedisErrorKind::Reply || e.server_message().rfind("BUSYGROUP", 0) != 0) throw;
+    if (!e.is("BUSYGROUP")) throw;
   }
   // Our marker must exist before our first read (DESIGN §5.5): a consumer without one is taken
   // for the first version, whose pending entries others ack without counting. It is created
@@ -180,9 +180,9 @@ int Ingest::run() {
       if (stop_requested()) break;  // the stop signal shut our socket down: not an outage
       if (e.kind() == RedisErrorKind::Auth) throw;
       const std::string_view said = e.server_message();
-      if (said.rfind(kFencedError, 0) == 0) {
+      if (e.is(kFencedError)) {
         owner_.fenced(said);  // the next connection waits for the name
-      } else if (said.rfind("NOGROUP", 0) == 0 || said.rfind("UNBLOCKED", 0) == 0) {
+      } else if (e.is("NOGROUP") || e.is("UNBLOCKED")) {
         // The group or the stream was deleted (UNBLOCKED: under a blocked XREADGROUP). Redis
         // answers, so no outage: prepare_redis() on the new connection re-creates and reports it.
         spdlog::debug("XREADGROUP on {}: {}", cfg_.stream, said);

@@ -10,8 +10,9 @@
 #include <fmt/format.h>
 #include <map>
 
+#include "fields.hpp"
 #include "rules.hpp"
-#include "snapshots.hpp"
+#include "top_n.hpp"
 
 namespace p35::inspect {
 
@@ -20,15 +21,12 @@ namespace {
 uint64_t ld(const std::atomic<uint64_t>& w) { return w.load(std::memory_order_relaxed); }
 
 // Decisions of one slot (live or shadow) as MinuteView counts them: UNKNOWN sums its table.
-void add_decisions(const Segment& seg, shm::SlotHeader& s, uint64_t (&out)[5]) {
-  for (uint32_t d = 0; d < 4; ++d) out[d] += ld(s.decisions[d]);
-  for (uint32_t j = 0; j < seg.caps().unknown_cap; ++j) out[4] += ld(seg.unknowns(s)[j].count);
-  out[4] += ld(s.overflow_unknown);
+void add_decisions(const Segment& seg, shm::SlotHeader& s, uint64_t (&out)[kDecisionNames.size()]) {
+  for (uint32_t d = 0; d < kKnownDecisionCount; ++d) out[d] += ld(s.decisions[d]);
+  uint64_t& unknown = out[static_cast<size_t>(Decision::Unknown)];
+  for (uint32_t j = 0; j < seg.caps().unknown_cap; ++j) unknown += ld(seg.unknowns(s)[j].count);
+  unknown += ld(s.overflow_unknown);
 }
-
-constexpr const char* kTotalNames[shm::kTotalCount] = {
-    "processed", "trimmed", "overflow_reason", "overflow_symbol_reason", "overflow_unknown",
-    "overflow_string", "late"};
 
 // A JSON string body. Segment strings are only as trustworthy as the segment (a hostile or
 // corrupt file can hold any bytes), so ill-formed UTF-8 becomes U+FFFD: the output always parses.
@@ -232,7 +230,7 @@ std::string render_text(const Snapshot& s, int window_minutes) {
   o += fmt::format("ring      {}/{} slots  late lane {}/{}  strings ~{}/{}\n", s.ring_used,
                    s.caps.ring_slots, s.late_used, s.caps.late_slots, s.strings_used, s.caps.string_cap);
   o += "totals   ";
-  for (uint32_t t = 0; t < shm::kTotalCount; ++t) o += fmt::format(" {}={}", kTotalNames[t], s.totals[t]);
+  for (uint32_t t = 0; t < shm::kTotalCount; ++t) o += fmt::format(" {}={}", fields::kTotalNames[t], s.totals[t]);
   o += "\n\nper-minute decisions (last 60 minutes in the ring; # = EXECUTE, . = other)\n";
   uint64_t peak = 1;
   for (const auto& m : s.minutes) peak = std::max(peak, m.messages);
@@ -290,15 +288,15 @@ std::string render_json(const Snapshot& s) {
                    s.late_used, s.strings_used);
   o += "\"totals\":{";
   for (uint32_t t = 0; t < shm::kTotalCount; ++t)
-    o += fmt::format("{}\"{}\":{}", t ? "," : "", kTotalNames[t], s.totals[t]);
+    o += fmt::format("{}\"{}\":{}", t ? "," : "", fields::kTotalNames[t], s.totals[t]);
   o += "},\"minutes\":[";
   for (size_t i = 0; i < s.minutes.size(); ++i) {
     const auto& m = s.minutes[i];
-    o += fmt::format("{}{{\"minute\":\"{}\",\"late\":{},\"committed\":{},\"messages\":{},"
-                     "\"EXECUTE\":{},\"SKIP\":{},\"BLOCKED\":{},\"ERROR\":{},\"UNKNOWN\":{},"
-                     "\"reasons_used\":{},\"symbol_reasons_used\":{},\"overflow\":{}}}",
-                     i ? "," : "", minute_text(m.minute), m.late, m.committed, m.messages,
-                     m.decisions[0], m.decisions[1], m.decisions[2], m.decisions[3], m.decisions[4],
+    o += fmt::format("{}{{\"minute\":\"{}\",\"late\":{},\"committed\":{},\"messages\":{},",
+                     i ? "," : "", minute_text(m.minute), m.late, m.committed, m.messages);
+    for (size_t d = 0; d < kDecisionNames.size(); ++d)
+      o += fmt::format("\"{}\":{},", kDecisionNames[d], m.decisions[d]);
+    o += fmt::format("\"reasons_used\":{},\"symbol_reasons_used\":{},\"overflow\":{}}}",
                      m.reasons_used, m.symbol_reasons_used, m.overflow);
   }
   o += "],\"top_reasons\":[";

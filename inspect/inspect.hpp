@@ -8,6 +8,7 @@
 #include <string_view>
 #include <vector>
 
+#include "rules.hpp"
 #include "shm.hpp"
 
 namespace p35::inspect {
@@ -32,7 +33,7 @@ struct MinuteView {
   int64_t minute = 0;
   bool late = false;
   uint64_t messages = 0;
-  uint64_t decisions[5] = {0, 0, 0, 0, 0};  // EXECUTE SKIP BLOCKED ERROR UNKNOWN
+  uint64_t decisions[kDecisionNames.size()] = {};  // in kDecisionNames (Decision) order
   uint64_t reasons_used = 0, symbol_reasons_used = 0, unknown_used = 0;
   uint64_t overflow = 0;
   bool committed = false;
@@ -57,7 +58,7 @@ struct Snapshot {
   std::vector<MinuteView> minutes;  // live slots in use, oldest first
   std::vector<std::pair<std::string, uint64_t>> top_reasons;  // over the chosen window
   int window_minutes = 0;
-  uint64_t window_decisions[5] = {0, 0, 0, 0, 0};  // committed, in the window; as MinuteView
+  uint64_t window_decisions[kDecisionNames.size()] = {};  // committed, in the window; as MinuteView
   uint32_t ring_used = 0, late_used = 0;
   uint64_t strings_used = 0;
 };
@@ -75,9 +76,6 @@ std::string render_json_error(std::string_view message);
 std::string render_prometheus(const Snapshot& s);
 // What an exporter prints when the segment cannot be read: build info and p35_up 0.
 std::string render_prometheus_down(std::string_view segment_name);
-
-// Decision names in MinuteView::decisions order.
-inline constexpr const char* kDecisionNames[5] = {"EXECUTE", "SKIP", "BLOCKED", "ERROR", "UNKNOWN"};
 
 // Bytes of the well-formed UTF-8 character at s[i] (RFC 3629), 0 if there is none.
 size_t utf8_char_bytes(std::string_view s, size_t i);

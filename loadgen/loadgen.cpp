@@ -47,7 +47,7 @@ void refuse_consumed_stream(Connection& conn, const std::string& stream) {
   try {
     groups = conn.command({"XINFO", "GROUPS", stream});
   } catch (const RedisError& e) {
-    if (e.kind() == RedisErrorKind::Reply && e.server_message().find("no such key") != std::string::npos)
+    if (e.is("ERR no such key"))
       return;  // no stream yet: nobody reads it
     throw;
   }
@@ -82,9 +82,9 @@ namespace {
 // replica (NOREPLICAS, with min-replicas-to-write), a blocked client released, a server still
 // loading its data.
 bool is_failover_reply(std::string_view text) {
-  return text.rfind("READONLY", 0) == 0 || text.rfind("NOREPLICAS", 0) == 0 ||
-         text.rfind("UNBLOCKED", 0) == 0 || text.rfind("LOADING", 0) == 0 ||
-         text.rfind("MASTERDOWN", 0) == 0;
+  for (const std::string_view code : {"READONLY", "NOREPLICAS", "UNBLOCKED", "LOADING", "MASTERDOWN"})
+    if (error_code_is(text, code)) return true;
+  return false;
 }
 }  // namespace
 

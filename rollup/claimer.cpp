@@ -6,9 +6,10 @@
 
 #include <algorithm>
 
-#include "committer.hpp"
+#include "commit_script.hpp"
+#include "fields.hpp"
 #include "keys.hpp"
-#include "snapshots.hpp"
+#include "owner.hpp"
 
 namespace p35 {
 
@@ -66,8 +67,7 @@ std::vector<ConsumerInfo> consumers(Connection& conn, const Config& cfg) {
   } catch (const RedisError& e) {
     // No group or no stream (not yet, or deleted: ingest re-creates both): nobody to take over
     // from, and no outage either.
-    if (e.kind() == RedisErrorKind::Reply && (e.server_message().rfind("NOGROUP", 0) == 0 ||
-                                              e.server_message().rfind("ERR no such key", 0) == 0))
+    if (e.is("NOGROUP") || e.is("ERR no such key"))
       return out;
     throw;
   }
@@ -153,94 +153,107 @@ void Claimer::claim_owner(Connection& conn, const std::string& owner, ClaimStats
   }
 }
 
-// Count the owner's entries above its marker and move the marker over them with the same
-// compare-and-set commit rollup uses: two hosts claiming the same entries count them once.
-bool Claimer::commit_counted(Connection& conn, const std::string& owner, StreamId prev,
-                             StreamId next, const std::vector<StreamId>& ids, ClaimStats& stats) {
-  using Fields = std::map<std::string, long long>;
-  std::map<std::string, Fields> hashes;
-  uint64_t counted = 0, trimmed = 0;
-  for (StreamId id : ids) {
-    if (id <= prev) continue;
-    conn.append({"XRANGE", cfg_.stream, id.str(), id.str()});
-  }
+// Reads the owner's entries above `prev` and counts them into `hashes` as rollup counts its own:
+// the minute buckets and unknown hashes, the minute versions and the status totals.
+Claimer::Counted Claimer::count_entries(Connection& conn, StreamId prev,
+                                        const std::vector<StreamId>& ids, ClaimHashes& hashes) {
+  const std::string& p = cfg_.key_prefix;
+  Counted c;
+  std::set<int64_t> minutes;
+  for (StreamId id : ids)
+    if (id > prev) conn.append({"XRANGE", cfg_.stream, id.str(), id.str()});
   for (StreamId id : ids) {
     if (id <= prev) continue;
     const Reply r = conn.read_reply();
     if (r.is_error()) throw error_from_reply("read claimed entries", r.str(), conn.options().username);
     if (r.size() == 0) {  // trimmed away (or deleted) since it was delivered
-      ++trimmed;
+      ++c.trimmed;
       continue;
     }
     const redisReply* fv = r.element(0)->element[1];
-    std::vector<Field> fields;
+    std::vector<Field> entry;
     for (size_t k = 0; k + 1 < fv->elements; k += 2)
-      fields.push_back({reply_str(fv->element[k]), reply_str(fv->element[k + 1])});
-    normalize(fields, static_cast<int64_t>(id.ms), norm_);
-    auto& b = hashes[keys::bucket(cfg_.key_prefix, norm_.minute)];
-    b["decision:" + norm_.decision_label()] += 1;
-    b["reason:" + norm_.reason] += 1;
+      entry.push_back({reply_str(fv->element[k]), reply_str(fv->element[k + 1])});
+    normalize(entry, static_cast<int64_t>(id.ms), norm_);
+    auto& b = hashes[keys::bucket(p, norm_.minute)];
+    b[fields::decision_of(norm_).str()] += 1;
+    b[fields::reason(norm_.reason).str()] += 1;
     if (cfg_.symbol_breakdown && !norm_.symbol.empty())
-      b["symbol_reason:" + norm_.symbol + ":" + norm_.reason] += 1;
+      b[fields::symbol_reason(norm_.symbol, norm_.reason).str()] += 1;
     if (norm_.decision == Decision::Unknown)
-      hashes[keys::unknown_minute(cfg_.key_prefix, norm_.minute)][norm_.unknown_member()] += 1;
-    ++counted;
+      hashes[keys::unknown_minute(p, norm_.minute)][fields::unknown_member_of(norm_).str()] += 1;
+    minutes.insert(norm_.minute);
+    ++c.counted;
   }
-  for (const auto& [key, fields] : std::map<std::string, Fields>(hashes)) {
-    const std::string bucket_prefix = cfg_.key_prefix + "bucket:";
-    if (key.rfind(bucket_prefix, 0) == 0)
-      hashes[bucket_versions_key(cfg_.key_prefix)][key.substr(bucket_prefix.size())] += 1;
+  for (const int64_t m : minutes) hashes[keys::bucket_versions(p)][minute_key(m)] += 1;
+  auto& st = hashes[keys::status(p)];
+  if (c.counted > 0) st[fields::total(shm::kProcessed).str()] += static_cast<long long>(c.counted);
+  if (c.trimmed > 0) st[fields::total(shm::kTrimmed).str()] += static_cast<long long>(c.trimmed);
+  st["claimed_total"] += static_cast<long long>(c.counted + c.trimmed);
+  return c;
+}
+
+// Count the owner's entries above its marker and move the marker over them with the same
+// compare-and-set commit rollup uses: two hosts claiming the same entries count them once.
+bool Claimer::commit_counted(Connection& conn, const std::string& owner, StreamId prev,
+                             StreamId next, const std::vector<StreamId>& ids, ClaimStats& stats) {
+  const std::string& p = cfg_.key_prefix;
+  ClaimHashes hashes;
+  const Counted c = count_entries(conn, prev, ids, hashes);
+  std::vector<FieldList> lists(hashes.size());
+  std::vector<CommitHash> commit;
+  for (const auto& [key, counts] : hashes) {
+    FieldList& list = lists[commit.size()];
+    for (const auto& [f, n] : counts) list.add({f}, n);
+    const bool keep = key == keys::status(p) || key == keys::bucket_versions(p);
+    commit.push_back({key, keep ? 0LL : static_cast<long long>(cfg_.bucket_ttl_s), &list});
   }
-  auto& st = hashes[keys::status(cfg_.key_prefix)];
-  if (counted > 0) st["processed_total"] += static_cast<long long>(counted);
-  if (trimmed > 0) st["trimmed_total"] += static_cast<long long>(trimmed);
-  st["claimed_total"] += static_cast<long long>(counted + trimmed);
-  CommandArgs a{"EVALSHA", sha_};
   // The owner's ownership key with an empty token: the claim commits only while nobody holds the
   // name (a live owner, even one whose entries sit idle, keeps them; a dead one's key expired).
-  a.add(static_cast<long long>(hashes.size() + 3)).add(keys::marker(cfg_.key_prefix, owner));
-  a.add(keys::owner(cfg_.key_prefix, owner)).add(cfg_.stream);
-  for (const auto& h : hashes) a.add(h.first);
-  a.add(prev.str()).add(next.str()).add("").add(cfg_.group).add(owner);
-  for (const auto& [key, fields] : hashes) {
-    const bool keep = key == keys::status(cfg_.key_prefix) || key == bucket_versions_key(cfg_.key_prefix);
-    a.add(keep ? 0LL : static_cast<long long>(cfg_.bucket_ttl_s));
-    a.add(static_cast<long long>(fields.size()));
-    for (const auto& [f, n] : fields) a.add(f).add(n);
-  }
+  const std::string marker_key = keys::marker(p, owner), owner_key = keys::owner(p, owner);
+  CommandArgs a;
+  build_commit_args(a, {sha_, marker_key, owner_key, cfg_.stream, cfg_.group, owner, "", prev, next},
+                    commit);
   try {
     conn.command(a);
   } catch (const RedisError& e) {
-    const std::string& said = e.server_message();
-    if (e.kind() == RedisErrorKind::Reply &&
-        (said.rfind("P35CONFLICT", 0) == 0 || said.rfind("P35UNHELD", 0) == 0)) {
-      ++stats.conflicts;
-      spdlog::info("Claim of {}'s entries lost the race ({}); nothing counted", owner, said);
-      return false;
-    }
-    // Refused whole (the commit script checks before it writes): nothing counted, nothing acked,
-    // and the rest of the round (our own commits) goes on; the next round tries again.
-    if (e.kind() == RedisErrorKind::Reply && said.rfind("P35NOMARKER", 0) == 0) {
-      report_lost_marker(owner, ids.size());
-      return false;
-    }
-    if (e.kind() == RedisErrorKind::Reply && said.rfind("P35BADFIELD", 0) == 0) {
-      spdlog::error("Failed to count {}'s idle entries: {} (nothing counted or acked; retried next "
-                    "round; fix: HDEL the field named, README \"When Redis fails\")", owner,
-                    said.substr(12));
-      return false;
-    }
-    if (e.kind() == RedisErrorKind::Reply && e.server_message().rfind("P35FENCED", 0) == 0) {
-      spdlog::debug("Not claiming {}'s idle entries: a running instance holds that name ({})",
-                    owner, e.server_message());
-      return false;
-    }
-    if (e.kind() == RedisErrorKind::Reply && e.server_message().rfind("NOSCRIPT", 0) == 0) sha_.clear();
+    if (claim_refused(e, owner, ids.size(), stats)) return false;
     throw;
   }
-  stats.counted += counted;
-  stats.trimmed += trimmed;
+  stats.counted += c.counted;
+  stats.trimmed += c.trimmed;
   return true;
+}
+
+// Whether the commit script refused the claim for a reason that ends this owner's turn (logged,
+// nothing counted); anything else goes to the caller's outage handling.
+bool Claimer::claim_refused(const RedisError& e, const std::string& owner, size_t pending,
+                            ClaimStats& stats) {
+  const std::string& said = e.server_message();
+  if (e.is("P35CONFLICT") || e.is("P35UNHELD")) {
+    ++stats.conflicts;
+    spdlog::info("Claim of {}'s entries lost the race ({}); nothing counted", owner, said);
+    return true;
+  }
+  // Refused whole (the commit script checks before it writes): nothing counted, nothing acked,
+  // and the rest of the round (our own commits) goes on; the next round tries again.
+  if (e.is("P35NOMARKER")) {
+    report_lost_marker(owner, pending);
+    return true;
+  }
+  if (e.is("P35BADFIELD")) {
+    spdlog::error("Failed to count {}'s idle entries: {} (nothing counted or acked; retried next "
+                  "round; fix: HDEL the field named, README \"When Redis fails\")", owner,
+                  said.substr(12));
+    return true;
+  }
+  if (e.is(kFencedError)) {
+    spdlog::debug("Not claiming {}'s idle entries: a running instance holds that name ({})",
+                  owner, said);
+    return true;
+  }
+  if (e.is("NOSCRIPT")) sha_.clear();
+  return false;
 }
 
 long long Claimer::ack(Connection& conn, const std::vector<StreamId>& ids, const char* status_field,

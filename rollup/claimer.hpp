@@ -39,10 +39,18 @@ class Claimer {
     StreamId id;
     long long idle_ms;
   };
+  struct Counted {
+    uint64_t counted = 0, trimmed = 0;
+  };
+  // A claim's commit: hash key -> field -> delta, in key and field order.
+  using ClaimHashes = std::map<std::string, std::map<std::string, long long>>;
   std::vector<Pending> idle_prefix(Connection& conn, const std::string& owner);
   void claim_owner(Connection& conn, const std::string& owner, ClaimStats& stats);
+  Counted count_entries(Connection& conn, StreamId prev, const std::vector<StreamId>& ids,
+                        ClaimHashes& hashes);
   bool commit_counted(Connection& conn, const std::string& owner, StreamId prev, StreamId next,
                       const std::vector<StreamId>& ids, ClaimStats& stats);
+  bool claim_refused(const RedisError& e, const std::string& owner, size_t pending, ClaimStats& stats);
   // The ack script's result: IDs acked, or (legacy_owner set) -1/-2 when nothing was acked.
   long long ack(Connection& conn, const std::vector<StreamId>& ids, const char* status_field,
                 const std::string& legacy_owner = "");

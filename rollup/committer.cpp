@@ -8,145 +8,19 @@
 #include <map>
 
 #include "daemon.hpp"
+#include "fields.hpp"
 #include "futex.hpp"
 #include "keys.hpp"
 #include "marker.hpp"
+#include "owner.hpp"
 #include "rules.hpp"
-#include "snapshots.hpp"
 
 namespace p35 {
-
-const char* const kCommitScript = R"LUA(#!lua
--- P3.5 commit. KEYS[1]: our marker; KEYS[2]: the consumer name's ownership key (fencing);
--- KEYS[3]: the stream; KEYS[4..]: hashes to increment.
--- ARGV[1]: the marker we expect, ARGV[2]: the new marker, ARGV[3]: the instance token that must
--- hold the ownership key ('' for a claim of another consumer's entries: then nobody may hold that
--- name), ARGV[4]: the group, ARGV[5]: the consumer whose marker this is; then for each
--- KEYS[i > 3]: ttl_s (0: keep), field count, field, delta, field, delta, ...
--- All or nothing: everything that could refuse is checked before the first write. The shebang
--- makes Redis refuse the whole script up front when out of memory; type errors, ACL refusals
--- (Redis 7) and fields HINCRBY cannot add to are checked below (a write refused half-way would
--- drop a delta while the marker moves, or make the retry count the rest twice).
-local function denied(cmd, ...)
-  if redis.acl_check_cmd and not redis.acl_check_cmd(cmd, ...) then
-    return redis.error_reply("NOPERM this user has no permissions to run the '" ..
-                             string.lower(cmd) .. "' command in the commit script")
-  end
-end
--- Fencing (one consumer name, one instance; DESIGN §5): refused unless the ownership key holds
--- our token, so an instance that paused past P35_OWNER_TTL_MS and resumed commits nothing. A
--- claim commits only for a name nobody holds (its owner is gone: key expired).
-local owner = redis.call('GET', KEYS[2])
-if (ARGV[3] == '' and owner) or (ARGV[3] ~= '' and (not owner or string.match(owner, '^%S+') ~= ARGV[3])) then
-  return redis.error_reply('P35FENCED the consumer name is held by ' .. (owner or 'nobody (expired)'))
-end
--- End of fencing.
-local current = redis.call('GET', KEYS[1])
--- Check: the marker exists. A missing marker is data loss in Redis, not a conflict: the caller
--- restores it from its segment or waits for the operator (README "When Redis fails").
-if not current then
-  return redis.error_reply('P35NOMARKER ' .. KEYS[1] .. ' is missing')
-end
-if current ~= ARGV[1] then
-  return redis.error_reply('P35CONFLICT marker is ' .. tostring(current) .. ', expected ' .. ARGV[1])
-end
--- Check: Redis still holds the delivery of the newest entry this commit counts (it stays pending on
--- the consumer until it is acked, after this commit). A primary that came back from an older dump,
--- or a promoted replica that missed the reads, lacks it: the counts above the marker then stand for
--- reads Redis lost, and must be dropped (P35UNHELD), not committed. While the group has not yet
--- delivered that far (a group ingest re-creates at 0 delivers everything again) the commit waits
--- (P35NOTYET). With no stream or no group (deleted by hand) there is nothing to ask: ingest
--- re-creates the group and reports it.
-local function cmp(x, y)
-  if #x ~= #y then return #x < #y and -1 or 1 end
-  if x == y then return 0 end
-  return x < y and -1 or 1
-end
-local function id_le(a, b)
-  local ams, aseq = string.match(a, '^(%d+)-(%d+)$')
-  local bms, bseq = string.match(b, '^(%d+)-(%d+)$')
-  if not ams or not bms then return false end
-  local c = cmp(ams, bms)
-  if c == 0 then c = cmp(aseq, bseq) end
-  return c <= 0
-end
-if ARGV[2] ~= ARGV[1] then
-  local groups, delivered = redis.pcall('XINFO', 'GROUPS', KEYS[3]), nil
-  if type(groups) == 'table' and not groups.err then
-    for _, g in ipairs(groups) do
-      local name, last
-      for k = 1, #g - 1, 2 do
-        if g[k] == 'name' then name = g[k + 1] elseif g[k] == 'last-delivered-id' then last = g[k + 1] end
-      end
-      if name == ARGV[4] then delivered = last end
-    end
-  end
-  if delivered and not id_le(ARGV[2], delivered) then
-    return redis.error_reply('P35NOTYET group ' .. ARGV[4] .. ' has delivered up to ' .. delivered ..
-                             ', not yet ' .. ARGV[2] .. ': committing once it has')
-  end
-  if delivered and #redis.call('XPENDING', KEYS[3], ARGV[4], ARGV[2], ARGV[2], 1, ARGV[5]) == 0 then
-    return redis.error_reply('P35UNHELD entry ' .. ARGV[2] .. ' is not pending on ' .. ARGV[5] ..
-                             ' in ' .. KEYS[3] .. ': Redis lost the reads this commit counts')
-  end
-end
-local refused = denied('SET', KEYS[1], ARGV[2])
-if refused then return refused end
-for i = 4, #KEYS do
-  local t = redis.call('TYPE', KEYS[i])['ok']
-  if t ~= 'hash' and t ~= 'none' then
-    return redis.error_reply('WRONGTYPE ' .. KEYS[i] .. ' holds a ' .. t .. ', not a hash')
-  end
-  refused = denied('HINCRBY', KEYS[i], 'f', '1') or denied('EXPIRE', KEYS[i], '1')
-  if refused then return refused end
-end
--- Check: every field to increment is absent or holds an integer HINCRBY can add to (one HMGET
--- per hash, in pieces that unpack() can hold). Up to 18 digits: no count comes near, and the sum
--- with a delta then cannot overflow. Cost (issue 14): a backlog commit of ~935 fields went from
--- 1.49 to 1.98 ms (medians of 10 replays), mostly the HMGET and its argument table.
-local a = 6
-for i = 4, #KEYS do
-  local n = tonumber(ARGV[a + 1])
-  local k = 1
-  while k <= n do
-    local last = math.min(k + 3999, n)
-    local fields = {}
-    for f = k, last do fields[#fields + 1] = ARGV[a + 2 * f] end
-    local vals = redis.call('HMGET', KEYS[i], unpack(fields))
-    for f = 1, #fields do
-      local v = vals[f]
-      if v and not ((v == '0' or string.match(v, '^-?[1-9]%d*$')) and #v <= 18) then
-        return redis.error_reply('P35BADFIELD ' .. KEYS[i] .. ' field ' .. fields[f] .. ' holds "' ..
-                                 v .. '", not an integer HINCRBY can add to: nothing committed')
-      end
-    end
-    k = last + 1
-  end
-  a = a + 2 + 2 * n
-end
--- Writes: none of them can be refused now.
-a = 6
-for i = 4, #KEYS do
-  local ttl, n = tonumber(ARGV[a]), tonumber(ARGV[a + 1])
-  a = a + 2
-  for _ = 1, n do
-    redis.call('HINCRBY', KEYS[i], ARGV[a], ARGV[a + 1])
-    a = a + 2
-  end
-  if ttl > 0 then redis.call('EXPIRE', KEYS[i], ttl) end
-end
-redis.call('SET', KEYS[1], ARGV[2])
-return 0
-)LUA";
 
 namespace {
 
 constexpr int kMaxSeqlockTries = 1000;
-constexpr const char* kDecisionFields[shm::kDecisionSlots] = {
-    "decision:EXECUTE", "decision:SKIP", "decision:BLOCKED", "decision:ERROR"};
-constexpr const char* kTotalFields[shm::kTotalCount] = {
-    "processed_total", "trimmed_total", "overflow_reason_total", "overflow_symbol_reason_total",
-    "overflow_unknown_total", "overflow_string_total", "late_total"};
+static_assert(shm::kDecisionSlots == kKnownDecisionCount, "a slot counts each known decision");
 
 void copy_words(const std::atomic<uint64_t>* src, std::atomic<uint64_t>* dst, uint64_t words) {
   for (uint64_t i = 0; i < words; ++i)
@@ -326,13 +200,6 @@ void Committer::copy_slot(shm::SlotHeader& live, shm::SlotHeader& dst, uint64_t*
   copy_words(lcv, dcv, chunks);
 }
 
-void FieldList::add(std::initializer_list<std::string_view> parts, int64_t delta) {
-  if (delta == 0) return;
-  const size_t off = text_.size();
-  for (const std::string_view p : parts) text_.append(p);
-  items_.push_back({static_cast<uint32_t>(off), static_cast<uint32_t>(text_.size() - off), delta});
-}
-
 void Committer::add_slot_fields(uint32_t i, FieldList& bucket, FieldList& unknown) {
   const auto side = static_cast<uint32_t>(seg_.slot_meta()[i].side.load(std::memory_order_relaxed));
   auto& nu = seg_.shadow(1 - side, i);
@@ -342,9 +209,8 @@ void Committer::add_slot_fields(uint32_t i, FieldList& bucket, FieldList& unknow
   const auto delta = [&](const std::atomic<uint64_t>& n, const std::atomic<uint64_t>& o) {
     return static_cast<int64_t>(count(n) - (same ? count(o) : 0));
   };
-  constexpr std::string_view ov = keys::kOverflow;
   for (uint32_t d = 0; d < shm::kDecisionSlots; ++d)
-    bucket.add({kDecisionFields[d]}, delta(nu.decisions[d], old.decisions[d]));
+    bucket.add(fields::decision(static_cast<Decision>(d)), delta(nu.decisions[d], old.decisions[d]));
   // Only chunks written after the committed side's version can differ (chunk_version, see
   // shm_layout.hpp); another generation or minute is compared against nothing.
   const uint64_t base = same ? old.version.load() : 0;
@@ -368,26 +234,20 @@ void Committer::add_slot_fields(uint32_t i, FieldList& bucket, FieldList& unknow
   };
   const auto str = [&](uint64_t id1) { return seg_.string_at(static_cast<uint32_t>(id1 - 1)); };
   table(seg_.reasons(nu), seg_.reasons(old), seg_.caps().reason_cap,
-        [&](uint64_t k, int64_t d) { bucket.add({"reason:", str(k)}, d); });
-  bucket.add({"reason:", ov}, delta(nu.overflow_reason, old.overflow_reason));
+        [&](uint64_t k, int64_t d) { bucket.add(fields::reason(str(k)), d); });
+  bucket.add(fields::reason_overflow(), delta(nu.overflow_reason, old.overflow_reason));
   table(seg_.symbol_reasons(nu), seg_.symbol_reasons(old), seg_.caps().symbol_reason_cap,
-        [&](uint64_t k, int64_t d) {
-          bucket.add({"symbol_reason:", str(k >> 32), ":", str(k & 0xffffffffULL)}, d);
-        });
-  bucket.add({"symbol_reason:", ov, ":", ov}, delta(nu.overflow_symbol_reason, old.overflow_symbol_reason));
+        [&](uint64_t k, int64_t d) { bucket.add(fields::symbol_reason(str(k >> 32), str(k & 0xffffffffULL)), d); });
+  bucket.add(fields::symbol_reason_overflow(), delta(nu.overflow_symbol_reason, old.overflow_symbol_reason));
   table(seg_.unknowns(nu), seg_.unknowns(old), seg_.caps().unknown_cap, [&](uint64_t k, int64_t d) {
-    const std::string_view member = str(k & 0xffffffffULL);
-    if ((k >> 32) != 0) {  // from the decision field
-      bucket.add({"decision:UNKNOWN:", member}, d);
-      unknown.add({member}, d);
-    } else {
-      bucket.add({"decision:UNKNOWN"}, d);
-      unknown.add({"executed=", member}, d);
-    }
+    const bool from_decision_field = (k >> 32) != 0;
+    const std::string_view value = str(k & 0xffffffffULL);
+    bucket.add(fields::decision(Decision::Unknown, from_decision_field, value), d);
+    unknown.add(fields::unknown_member(from_decision_field, value), d);
   });
   const int64_t uo = delta(nu.overflow_unknown, old.overflow_unknown);
-  bucket.add({"decision:UNKNOWN:", ov}, uo);
-  unknown.add({ov}, uo);
+  bucket.add(fields::unknown_decision_overflow(), uo);
+  unknown.add(fields::unknown_member_overflow(), uo);
 }
 
 void Committer::build_args(CommitPlan& plan) {
@@ -405,45 +265,27 @@ void Committer::build_args(CommitPlan& plan) {
   auto& rc = seg_.rollup();
   const uint32_t cur = static_cast<uint32_t>(rc.totals_side.load());
   for (uint32_t t = 0; t < shm::kTotalCount; ++t)
-    totals.add({kTotalFields[t]}, static_cast<int64_t>(count(rc.committed_totals[plan.totals_side][t]) -
-                                                       count(rc.committed_totals[cur][t])));
-  const std::string versions_key = bucket_versions_key(cfg_.key_prefix);
-  const auto ttl = static_cast<long long>(cfg_.bucket_ttl_s);
-
-  // KEYS: marker, ownership key (fencing), stream, then per minute its bucket and unknown hash when they have fields, then the
-  // minute versions and the status totals.
-  auto& a = plan.args;
-  a.clear();
-  size_t nkeys = 3;  // marker, ownership key, stream
-  for (const auto& md : plan.minutes) nkeys += !md.bucket.empty() + !md.unknown.empty();
-  nkeys += !plan.minutes.empty() + !totals.empty();
-  a.add("EVALSHA").add(sha_).add(static_cast<long long>(nkeys)).add(marker_key_).add(owner_key_);
-  a.add(cfg_.stream);
-  for (const auto& md : plan.minutes) {
-    if (!md.bucket.empty()) a.add(keys::bucket(cfg_.key_prefix, md.minute));
-    if (!md.unknown.empty()) a.add(keys::unknown_minute(cfg_.key_prefix, md.minute));
-  }
-  if (!plan.minutes.empty()) a.add(versions_key);
-  if (!totals.empty()) a.add(status_key_);
-  a.add(plan.prev.str()).add(plan.next.str()).add(token_).add(cfg_.group).add(cfg_.consumer);
-  plan.fields = 0;
-  const auto add_hash = [&](const FieldList& f, long long ttl_s) {
-    a.add(ttl_s).add(static_cast<long long>(f.size()));
-    f.for_each([&](std::string_view field, int64_t d) { a.add(field).add(static_cast<long long>(d)); });
-    plan.fields += f.size();
-  };
-  for (const auto& md : plan.minutes) {
-    if (!md.bucket.empty()) add_hash(md.bucket, ttl);
-    if (!md.unknown.empty()) add_hash(md.unknown, ttl);
-  }
+    totals.add(fields::total(static_cast<shm::Total>(t)),
+               static_cast<int64_t>(count(rc.committed_totals[plan.totals_side][t]) -
+                                    count(rc.committed_totals[cur][t])));
   // Bump each touched minute's version in the same commit, so the snapshot writer (on whichever
   // host holds the lease) re-reads exactly the buckets that changed (and knows which it changed).
-  if (!plan.minutes.empty()) {
-    a.add(0LL).add(static_cast<long long>(plan.minutes.size()));
-    for (const auto& md : plan.minutes) a.add(minute_key(md.minute)).add(1LL);
-    plan.fields += plan.minutes.size();
+  versions_.clear();
+  for (const auto& md : plan.minutes) versions_.add({minute_key(md.minute)}, 1);
+  // Per minute its bucket and unknown hash, then the minute versions and the status totals.
+  const auto ttl = static_cast<long long>(cfg_.bucket_ttl_s);
+  hashes_.clear();
+  for (const auto& md : plan.minutes) {  // no key string for a hash without fields
+    if (!md.bucket.empty()) hashes_.push_back({keys::bucket(cfg_.key_prefix, md.minute), ttl, &md.bucket});
+    if (!md.unknown.empty())
+      hashes_.push_back({keys::unknown_minute(cfg_.key_prefix, md.minute), ttl, &md.unknown});
   }
-  if (!totals.empty()) add_hash(totals, 0);
+  hashes_.push_back({keys::bucket_versions(cfg_.key_prefix), 0, &versions_});
+  hashes_.push_back({status_key_, 0, &totals});
+  plan.fields = build_commit_args(plan.args,
+                                  {sha_, marker_key_, owner_key_, cfg_.stream, cfg_.group,
+                                   cfg_.consumer, token_, plan.prev, plan.next},
+                                  hashes_);
 }
 
 void Committer::publish_pending(const CommitPlan& plan) {
@@ -516,7 +358,7 @@ Reply Committer::run_script(Connection& conn, const CommandArgs& args) {
   try {
     return conn.command(args);
   } catch (const RedisError& e) {
-    if (e.kind() != RedisErrorKind::Reply || e.server_message().rfind("NOSCRIPT", 0) != 0) throw;
+    if (!e.is("NOSCRIPT")) throw;
   }
   // Redis restarted or SCRIPT FLUSH: load again and send the very same commit.
   const Reply sha = conn.command({"SCRIPT", "LOAD", kCommitScript});
@@ -562,18 +404,17 @@ Committer::Outcome Committer::commit(Connection& conn, uint64_t* retries) {
     if (e.kind() == RedisErrorKind::Reply) {
       // P35UNHELD: Redis lacks the reads this commit counts (it came back older, or a lagging
       // replica was promoted): like a moved marker, the segment's uncommitted counts are dropped.
-      if (e.server_message().rfind("P35CONFLICT", 0) == 0 ||
-          e.server_message().rfind("P35UNHELD", 0) == 0) {
+      if (e.is("P35CONFLICT") || e.is("P35UNHELD")) {
         conflict_ = e.server_message();
         discard_pending();
         return Outcome::Conflict;
       }
-      if (e.server_message().rfind("P35FENCED", 0) == 0) {  // another instance holds our name
+      if (e.is(kFencedError)) {  // another instance holds our name
         conflict_ = e.server_message();
         discard_pending();
         return Outcome::Fenced;
       }
-      if (e.server_message().rfind("P35BADFIELD", 0) == 0) {
+      if (e.is("P35BADFIELD")) {
         discard_pending();
         report_refused(e.server_message(), plan.next);
         return Outcome::Refused;

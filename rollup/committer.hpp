@@ -4,54 +4,17 @@
 #pragma once
 
 #include <array>
-
 #include <cstdint>
-#include <initializer_list>
+#include <optional>
 #include <string>
-#include <string_view>
 #include <vector>
 
+#include "commit_script.hpp"
 #include "config.hpp"
 #include "redis.hpp"
 #include "shm.hpp"
 
 namespace p35 {
-
-// Hash fields with deltas, their names built piece by piece into one reused buffer: a commit
-// emits a field per changed count, and a std::string (with its malloc) per field is avoidable work
-// on rollup's hot path.
-class FieldList {
- public:
-  // Appends a field whose name is the concatenation of `parts`; a zero delta adds nothing.
-  void add(std::initializer_list<std::string_view> parts, int64_t delta);
-  void clear() {
-    text_.clear();
-    items_.clear();
-  }
-  bool empty() const { return items_.empty(); }
-  size_t size() const { return items_.size(); }
-  // Calls f(name, delta) for each field in order; the views last until the next add() or clear().
-  template <typename F>
-  void for_each(F&& f) const {
-    for (const Item& it : items_) f(std::string_view(text_).substr(it.off, it.len), it.delta);
-  }
-
- private:
-  struct Item {
-    uint32_t off;
-    uint32_t len;
-    int64_t delta;
-  };
-  std::string text_;
-  std::vector<Item> items_;
-};
-
-// What one commit adds to one minute: bucket fields and unknown-decision members with deltas.
-struct MinuteDelta {
-  int64_t minute = 0;
-  FieldList bucket;
-  FieldList unknown;
-};
 
 struct CommitPlan {
   StreamId prev;
@@ -118,14 +81,13 @@ class Committer {
   std::string token_;      // our instance token (the segment's)
   std::string status_key_;
   std::string sha_;
-  FieldList totals_;  // the status totals of the commit being built (reused)
+  FieldList totals_;    // the status totals of the commit being built (reused)
+  FieldList versions_;  // its minute versions (reused)
+  std::vector<CommitHash> hashes_;
   std::string conflict_;
   std::string refused_;  // the last refusal logged (P35BADFIELD ...), until a commit succeeds
   bool marker_missing_logged_ = false;
   CommitPlan plan_;
 };
-
-// The commit script: compare-and-set on the marker, then every HINCRBY and EXPIRE.
-extern const char* const kCommitScript;
 
 }  // namespace p35

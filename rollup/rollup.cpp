@@ -9,6 +9,7 @@
 #include <algorithm>
 
 #include "futex.hpp"
+#include "keys.hpp"
 #include "marker.hpp"
 
 namespace p35 {
@@ -109,7 +110,7 @@ bool Rollup::ensure_connected() {
       }
       check_eviction_policy();
       started_ = true;
-      spdlog::info("Committing under marker {} = {}", cfg_.key_prefix + "commit:" + cfg_.consumer,
+      spdlog::info("Committing under marker {} = {}", keys::marker(cfg_.key_prefix, cfg_.consumer),
                    marker.str());
       stage_.set_state(shm::StageState::Running);
     } catch (const RedisError& e) {

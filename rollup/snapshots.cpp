@@ -13,6 +13,7 @@
 #include "rules.hpp"
 
 #include "daemon.hpp"
+#include "fields.hpp"
 #include "keys.hpp"
 #include "version.hpp"
 
@@ -21,36 +22,10 @@ namespace p35 {
 namespace {
 
 constexpr int64_t kRefreshMs = 10 * 60 * 1000;
-constexpr const char* kDecisionNames[shm::kDecisionSlots] = {"EXECUTE", "SKIP", "BLOCKED", "ERROR"};
 
 uint64_t ld(const std::atomic<uint64_t>& w) { return w.load(std::memory_order_relaxed); }
 
 }  // namespace
-
-std::vector<std::pair<std::string, uint64_t>> top_n(const std::map<std::string, uint64_t>& m,
-                                                    size_t n) {
-  // Rank pointers to the map's entries, copy only the names that make the cut.
-  using Entry = const std::pair<const std::string, uint64_t>*;
-  std::vector<Entry> v;
-  v.reserve(m.size());
-  for (const auto& e : m)
-    if (e.second != 0) v.push_back(&e);
-  const auto better = [](Entry a, Entry b) {
-    return a->second != b->second ? a->second > b->second : a->first < b->first;
-  };
-  if (v.size() > n) {
-    std::partial_sort(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(n), v.end(), better);
-    v.resize(n);
-  } else {
-    std::sort(v.begin(), v.end(), better);
-  }
-  std::vector<std::pair<std::string, uint64_t>> out;
-  out.reserve(v.size());
-  for (Entry e : v) out.emplace_back(e->first, e->second);
-  return out;
-}
-
-std::string bucket_versions_key(const std::string& prefix) { return prefix + "bucketver"; }
 
 void NameCounts::add(std::string_view name, int64_t delta) {
   const auto less = [this](const Item& it, std::string_view n) {
@@ -116,7 +91,8 @@ std::vector<WindowCounts> windows_from(const std::map<int64_t, MinuteCounts>& mi
     return keys::kWindows[a].minutes < keys::kWindows[b].minutes;
   });
   std::map<std::string, uint64_t> decisions, unknown_members;
-  for (const char* d : kDecisionNames) decisions[d] = 0;  // always present, 0 if none
+  for (size_t d = 0; d < kKnownDecisionCount; ++d)
+    decisions[std::string(kDecisionNames[d])] = 0;  // always present, 0 if none
   std::vector<const NameCounts*> reasons;  // the window's minutes so far
   auto it = minutes.rbegin();
   while (it != minutes.rend() && it->first > now_minute) ++it;
@@ -135,7 +111,7 @@ std::vector<WindowCounts> windows_from(const std::map<int64_t, MinuteCounts>& mi
 }
 
 Lease::Lease(const Config& cfg, const std::string& instance_token)
-    : cfg_(cfg), key_(cfg.key_prefix + "lease"), value_(cfg.consumer + " " + instance_token) {}
+    : cfg_(cfg), key_(keys::lease(cfg.key_prefix)), value_(cfg.consumer + " " + instance_token) {}
 
 namespace {
 const char* const kLeaseScript = R"LUA(#!lua
@@ -204,15 +180,14 @@ namespace {
 // Adds one bucket field ("decision:X", "reason:R"; symbol breakdown is not in the snapshots) or
 // subtracts it (n < 0, never below zero) to a minute's counts.
 void add_bucket_field(MinuteCounts& mc, std::string_view f, int64_t n) {
-  std::map<std::string, uint64_t>* m = nullptr;
-  if (f.rfind("reason:", 0) == 0) {
-    f.remove_prefix(7);
+  if (f.starts_with(fields::kReason)) {
+    f.remove_prefix(fields::kReason.size());
     mc.reasons.add(f, n);
     return;
   }
-  if (f.rfind("decision:", 0) == 0) m = &mc.decisions, f.remove_prefix(9);
-  else return;
-  auto it = m->try_emplace(std::string(f), 0).first;
+  if (!f.starts_with(fields::kDecision)) return;
+  f.remove_prefix(fields::kDecision.size());
+  auto it = mc.decisions.try_emplace(std::string(f), 0).first;
   it->second = static_cast<uint64_t>(static_cast<int64_t>(it->second) + n);
 }
 
@@ -233,7 +208,7 @@ int64_t redis_time_ms(Connection& conn, const Reply& time) {
 
 void SnapshotWriter::append_inputs(Connection& conn) {
   conn.append({"TIME"});
-  conn.append({"HGETALL", bucket_versions_key(cfg_.key_prefix)});
+  conn.append({"HGETALL", keys::bucket_versions(cfg_.key_prefix)});
 }
 
 SnapshotInputs SnapshotWriter::read_inputs(Connection& conn) {
@@ -272,7 +247,7 @@ void SnapshotWriter::refresh_minutes(Connection& conn, int64_t now_minute, const
   }
   const auto& hour = hour_;
   const std::string& prune_before = prune_before_;
-  CommandArgs prune{"HDEL", bucket_versions_key(cfg_.key_prefix)};
+  CommandArgs prune{"HDEL", keys::bucket_versions(cfg_.key_prefix)};
   std::vector<std::pair<int64_t, int64_t>> stale;  // minute, version read
   for (size_t i = 0; i + 1 < v.size(); i += 2) {
     const auto mk = reply_str(v.element(i));
@@ -394,7 +369,7 @@ bool SnapshotWriter::replace_keys(Connection& conn, Lease& lease,
   for (size_t i = 0; i < cmds.size(); ++i) a.add(cmds.at(i));
   conn.append(a);
   const Reply r = conn.read_reply();
-  if (r.is_error() && r.str().rfind("P35LEASE", 0) == 0) {
+  if (r.is_error("P35LEASE")) {
     lease.lost(r.str());
     return false;
   }
@@ -421,7 +396,7 @@ void StatusWriter::write(Connection& conn, bool global, const Reply* groups_repl
   }
   const Reply& groups = *groups_reply;
   // No stream (deleted, or before the first entry): the figures are unknown (-1).
-  if (groups.is_error() && groups.str().rfind("ERR no such key", 0) != 0)
+  if (groups.is_error() && !groups.is_error("ERR no such key"))
     throw error_from_reply("read the group's figures", groups.str(), conn.options().username);
   for (size_t g = 0; g < groups.size(); ++g) {
     const redisReply* e = groups.element(g);
@@ -460,7 +435,7 @@ void StatusWriter::write(Connection& conn, bool global, const Reply* groups_repl
     a.add(std::string(name) + "_outages").add(static_cast<long long>(ld(b.outages)));
     a.add(std::string(name) + "_primary_moves").add(static_cast<long long>(ld(b.primary_moves)));
   };
-  CommandArgs a{"HSET", keys::status(cfg_.key_prefix) + ":" + cfg_.consumer};
+  CommandArgs a{"HSET", keys::host_status(cfg_.key_prefix, cfg_.consumer)};
   a.add("pending_estimate").add(static_cast<long long>(pending));
   a.add("group_lag").add(static_cast<long long>(lag));
   a.add("last_id").add(committed);

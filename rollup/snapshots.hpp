@@ -9,10 +9,11 @@
 #include <string_view>
 #include <vector>
 
-#include "committer.hpp"
+#include "commit_script.hpp"
 #include "config.hpp"
 #include "redis.hpp"
 #include "shm.hpp"
+#include "top_n.hpp"
 
 namespace p35 {
 
@@ -21,10 +22,6 @@ struct WindowCounts {
   std::vector<std::pair<std::string, uint64_t>> top_reasons;  // top_n(reasons, kTopReasons)
   std::map<std::string, uint64_t> unknown_members;  // filled for every window, written for 5m
 };
-
-// The top n of a count map: count descending, ties to the smaller name in byte order.
-std::vector<std::pair<std::string, uint64_t>> top_n(const std::map<std::string, uint64_t>& m,
-                                                    size_t n);
 
 // Counts by name, compact (an hour of minutes with full reason tables is ~60,000 names): the names
 // in one buffer, (offset, length, count) sorted by name. Names are never removed.
@@ -46,7 +43,7 @@ class NameCounts {
 };
 
 // The top n of the sums of several NameCounts, by a merge of their sorted names (no map of the
-// union is built): count descending, ties to the smaller name, zero sums left out.
+// union is built): top_n's order (count descending, ties to the smaller name), zero sums left out.
 std::vector<std::pair<std::string, uint64_t>> top_n_of_sums(const std::vector<const NameCounts*>& lists,
                                                             size_t n);
 
@@ -131,9 +128,6 @@ class SnapshotWriter {
   int64_t last_minute_ = 0;
   int64_t last_write_ms_ = 0;
 };
-
-// Hash of minute key -> version, bumped in the same commit as the minute's bucket.
-std::string bucket_versions_key(const std::string& prefix);
 
 class StatusWriter {
  public:
