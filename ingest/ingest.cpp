@@ -236,6 +236,7 @@ Reply Ingest::read_new() {
 // Nothing new was delivered: block until the stream has an entry after `last_id` (XREAD delivers
 // nothing to the group: the next fenced read does), at most P35_BLOCK_MS and never past the next
 // renewal of the consumer name, so that renewal keeps its own schedule when the stream is quiet.
+// hiredis's read timeout must outlive the BLOCK, or every quiet period looks like a failure.
 void Ingest::wait_for_new(std::string_view last_id) {
   const int64_t to_renewal = owner_.next_renewal_ms() - now_mono_ms();
   const auto block = std::clamp<int64_t>(to_renewal, 1, watchdog_bounded_ms(cfg_.block_ms));
