@@ -17,7 +17,8 @@ constexpr int kIdleWaitMs = 5000;
 Ackd::Ackd(const Config& cfg, Segment& seg)
     : cfg_(cfg), seg_(seg), stage_(seg, shm::StageId::Ackd),
       conn_(RedisOptions::from_config(cfg, "p35-ackd:" + cfg.consumer)),
-      outage_("ackd", &stage_.block()), backoff_(cfg.reconnect_max_ms),
+      loop_(seg, stage_, conn_, cfg.reconnect_max_ms,
+            {shm::StageId::Ackd, "ackd", &seg.ingest().ackd_bell, false, ""}),
       marker_key_(keys::marker(cfg.key_prefix, cfg.consumer)) {}
 
 // One batch through the ack script: acked only if Redis's marker covers the batch's highest ID.
@@ -37,7 +38,6 @@ uint64_t Ackd::ack_batch(StreamId last) {
 
 uint64_t Ackd::ack_committed() {
   auto& ac = seg_.ackd();
-  const uint64_t cap = seg_.caps().id_log_cap;
   // Bounded: rollup dead inside publish_id() leaves the lock odd until it restarts and
   // republishes (its bell then wakes us); until then there is nothing we may ack.
   const std::optional<StreamId> committed_now = try_read_id(seg_.rollup().committed);
@@ -47,19 +47,8 @@ uint64_t Ackd::ack_committed() {
   uint64_t tail = ac.id_log_tail.load(std::memory_order_relaxed);
   uint64_t total = 0;
   while (tail < head) {
-    batch_.clear();
-    uint64_t end = tail;
     StreamId last;
-    // IDs are acked in log order and only up to the first one not yet committed: the log's tail
-    // must never pass an ID that still needs its commit.
-    while (end < head && end - tail < static_cast<uint64_t>(cfg_.ack_batch)) {
-      const auto& e = seg_.id_log()[end % cap];
-      const StreamId id{e.ms.load(std::memory_order_relaxed), e.seq.load(std::memory_order_relaxed)};
-      if (id > committed) break;
-      batch_.push_back(id);
-      if (id > last) last = id;
-      ++end;
-    }
+    const uint64_t end = gather_batch(tail, head, committed, last);
     if (end == tail) break;
     try {
       ack_batch(last);
@@ -78,9 +67,26 @@ uint64_t Ackd::ack_committed() {
   return total;
 }
 
+// IDs are acked in log order and only up to the first one not yet committed: the log's tail
+// must never pass an ID that still needs its commit.
+uint64_t Ackd::gather_batch(uint64_t tail, uint64_t head, StreamId committed, StreamId& last) {
+  const uint64_t cap = seg_.caps().id_log_cap;
+  batch_.clear();
+  uint64_t end = tail;
+  while (end < head && end - tail < static_cast<uint64_t>(cfg_.ack_batch)) {
+    const auto& e = seg_.id_log()[end % cap];
+    const StreamId id{e.ms.load(std::memory_order_relaxed), e.seq.load(std::memory_order_relaxed)};
+    if (id > committed) break;
+    batch_.push_back(id);
+    if (id > last) last = id;
+    ++end;
+  }
+  return end;
+}
+
 // The ack script found Redis's marker behind what this segment committed: Redis came back with
 // less than it had. The same drop as ingest's (DESIGN §5): every stage restarts on a fresh segment.
-int Ackd::drop_segment(const std::string& said) {
+void Ackd::drop_segment(const std::string& said) {
   // "P35BEHIND marker is <id>, batch reaches <id>"
   const size_t at = said.find("marker is ");
   const size_t comma = said.find(',', at);
@@ -88,7 +94,6 @@ int Ackd::drop_segment(const std::string& said) {
   drop_segment_behind_marker(seg_, marker_key_, "ackd", StreamId::parse(text).value_or(StreamId{}),
                              *behind_);
   release_name(conn_, cfg_, seg_.instance_token());
-  return EXIT_FAILURE;
 }
 
 // Our marker is gone from Redis: nothing may be acked (README "When Redis fails"). Ingest and
@@ -100,7 +105,7 @@ void Ackd::wait_for_marker() {
                   cfg_.stream, marker_key_);
   marker_missing_logged_ = true;
   stage_.set_state(shm::StageState::WaitingRedis);
-  sleep_unless_stopped(watchdog_bounded_ms(backoff_.next_delay_ms()));
+  sleep_unless_stopped(watchdog_bounded_ms(loop_.backoff().next_delay_ms()));
 }
 
 int Ackd::run() {
@@ -108,64 +113,51 @@ int Ackd::run() {
   if (const auto repaired = repair_id(seg_.ackd().acked))
     spdlog::warn("Repaired the acked watermark left half-published by the previous p35-ackd: {}",
                  repaired->str());
-  StatusLine status_line(seg_);
-  const StopWakeups wakeups(&seg_.ingest().ackd_bell);
-  const int idle_wait_ms = watchdog_bounded_ms(kIdleWaitMs);
-  const int linger_ms = watchdog_bounded_ms(cfg_.ack_linger_ms);
-  notify_ready_waiting_redis();  // the segment is attached: ready, whether or not Redis answers yet
-  while (true) {
-    if (!stage_.heartbeat()) {
-      spdlog::error("Segment {} was removed or replaced under us; exiting", shm_path(seg_.name()));
-      return EXIT_FAILURE;
-    }
-    if (!conn_.connected()) {
-      if (!connect_with_retry(conn_, outage_, cfg_.reconnect_max_ms, &stage_)) break;
-      stage_.set_state(shm::StageState::Running);
-    }
-    auto& bell = seg_.ingest().ackd_bell;
-    const uint32_t seen = bell.load(std::memory_order_acquire);
-    const auto& commits = seg_.rollup().commit_count;
-    const uint64_t commits_before = commits.load(std::memory_order_acquire);
-    uint64_t acked = 0;
-    try {
-      acked = ack_committed();
-      if (marker_missing_logged_) {
-        spdlog::info("Commit marker {} is back; acking again", marker_key_);
-        marker_missing_logged_ = false;
-        stage_.set_state(shm::StageState::Running);
-      }
-      status_line.update(shm::StageId::Ackd);
-      outage_.succeeded();
-      backoff_.reset();
-    } catch (const RedisError& e) {
-      if (e.kind() == RedisErrorKind::Auth) throw;
-      if (behind_) return drop_segment(e.server_message());
-      if (e.is("P35NOMARKER")) {
-        wait_for_marker();
-        continue;
-      }
-      outage_.failed("ack on " + cfg_.stream, e);
-      conn_.disconnect();
-      sleep_unless_stopped(backoff_.next_delay_ms());
-      continue;
-    }
-    if (stop_requested()) break;
-    // Rung by rollup after a commit (and by the stop signal). While traffic flows we ask for the
-    // second commit after the ones just acked, so each XACK round (a wake-up of ackd and of Redis)
-    // carries two commits; the linger bounds how long the first one's IDs wait for it. Idle, the
-    // next commit rings us and the timeout only keeps the heartbeat and the segment check going
-    // (both waits within a third of WatchdogSec).
-    const bool flowing = acked > 0 && cfg_.ack_linger_ms > 0;
-    const uint64_t want = commits_before + (flowing ? 2 : 1);
-    seg_.ackd().bell_at_commit.store(want, std::memory_order_relaxed);
-    // Pairs with the fence in rollup's apply_pending(): either it sees `want`, or we see its commit.
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (commits.load(std::memory_order_relaxed) >= want) continue;
-    bell_wait(bell, seen, flowing ? linger_ms : idle_wait_ms);
+  idle_wait_ms_ = watchdog_bounded_ms(kIdleWaitMs);
+  linger_ms_ = watchdog_bounded_ms(cfg_.ack_linger_ms);
+  return loop_.run(*this);
+}
+
+StageWork::Step Ackd::step() {
+  bell_seen_ = seg_.ingest().ackd_bell.load(std::memory_order_acquire);
+  commits_before_ = seg_.rollup().commit_count.load(std::memory_order_acquire);
+  acked_ = ack_committed();
+  if (marker_missing_logged_) {
+    spdlog::info("Commit marker {} is back; acking again", marker_key_);
+    marker_missing_logged_ = false;
+    stage_.set_state(shm::StageState::Running);
   }
-  // SIGTERM: ack everything committed before leaving (rollup stops after ingest, ackd last).
-  stage_.set_state(shm::StageState::Draining);
-  notify_stopping();
+  return Step::Done;
+}
+
+StageWork::Failure Ackd::failure(const RedisError& e) {
+  if (behind_) {
+    drop_segment(e.server_message());
+    return {Failure::Kind::Exit, {}};
+  }
+  if (e.is("P35NOMARKER")) {
+    wait_for_marker();
+    return {Failure::Kind::Handled, {}};
+  }
+  return {Failure::Kind::Outage, "ack on " + cfg_.stream};
+}
+
+// Rung by rollup after a commit (and by the stop signal). While traffic flows we ask for the
+// second commit after the ones just acked, so each XACK round (a wake-up of ackd and of Redis)
+// carries two commits; the linger bounds how long the first one's IDs wait for it. Idle, the
+// next commit rings us and the timeout only keeps the heartbeat and the segment check going.
+void Ackd::wait() {
+  const bool flowing = acked_ > 0 && cfg_.ack_linger_ms > 0;
+  const uint64_t want = commits_before_ + (flowing ? 2 : 1);
+  seg_.ackd().bell_at_commit.store(want, std::memory_order_relaxed);
+  // Pairs with the fence in rollup's apply_pending(): either it sees `want`, or we see its commit.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  if (seg_.rollup().commit_count.load(std::memory_order_relaxed) >= want) return;
+  bell_wait(seg_.ingest().ackd_bell, bell_seen_, flowing ? linger_ms_ : idle_wait_ms_);
+}
+
+// SIGTERM: ack everything committed before leaving (rollup stops after ingest, ackd last).
+void Ackd::drain() {
   if (conn_.connected()) {
     try {
       ack_committed();
@@ -174,7 +166,6 @@ int Ackd::run() {
     }
   }
   spdlog::info("Stopped: acked up to {}", own_id(seg_.ackd().acked).str());
-  return EXIT_SUCCESS;
 }
 
 }  // namespace p35

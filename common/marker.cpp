@@ -177,4 +177,20 @@ bool policy_can_evict(const std::string& policy) {
   return policy.rfind("allkeys-", 0) == 0 || policy.rfind("volatile-", 0) == 0;
 }
 
+std::optional<StreamId> checked_marker(Connection& conn, const Config& cfg, Segment& seg,
+                                       const char* stage, bool& logged) {
+  MarkerState st = ensure_marker(conn, cfg);
+  if (st.kind == MarkerState::Kind::Missing) {
+    if (!handle_missing_marker(conn, cfg, seg, st, stage, !logged)) {
+      logged = true;
+      return std::nullopt;
+    }
+    st = ensure_marker(conn, cfg);  // restored from the segment (by this stage or the other one)
+  } else {
+    note_marker_ok(conn, cfg);
+  }
+  logged = false;
+  return st.value;
+}
+
 }  // namespace p35

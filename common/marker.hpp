@@ -38,6 +38,11 @@ bool handle_missing_marker(Connection& conn, const Config& cfg, Segment& seg,
                            const MarkerState& st, const char* stage, bool log);
 // status:<consumer> marker_state = ok (after a connect found the marker in place).
 void note_marker_ok(Connection& conn, const Config& cfg);
+// What a stage does with its marker after each (re)connect: ensure_marker(), note_marker_ok(), or
+// handle_missing_marker() (its error logged once per episode: `logged` carries the episode
+// between calls). nullopt: still missing; the stage works on nothing until it is back.
+std::optional<StreamId> checked_marker(Connection& conn, const Config& cfg, Segment& seg,
+                                       const char* stage, bool& logged);
 
 // A marker behind what the segment committed: Redis came back with less than it had. Logs one
 // error line naming both IDs and unlinks the segment so that every stage restarts on a fresh one

@@ -36,8 +36,8 @@ enum class RedisErrorKind {
              // refusal inside a script); the connection stays usable, the message says the fix
   Reply,     // the server answered an error reply (message holds it: "NOSCRIPT ...", "OOM ...")
 };
-// When this enum grows: update connection_lost(), error_from_reply() and the stage loops that
-// decide per kind whether to retry (ingest, rollup, ackd, connect_with_retry).
+// When this enum grows: update connection_lost(), error_from_reply(), connect_with_retry() and the
+// stage loop's error policy (StageLoop::recover in stage_loop.cpp, each stage's failure()).
 
 // what(): "<what we were doing>: <what hiredis or Redis said>". Never contains the password.
 class RedisError : public std::runtime_error {

@@ -336,51 +336,62 @@ Counter::Bump Counter::bump(uint64_t table_off, uint32_t cap, uint64_t used_off,
 void Counter::count(uint32_t slot, const Normalized& m) {
   auto& s = seg_.slot(slot);
   auto& ic = seg_.ingest();
-  const auto& caps = seg_.caps();
   touch(slot);
   add_to(off(s.messages), 1);
   add_to(off(ic.totals[shm::kProcessed]), 1);
-  if (slot >= caps.ring_slots) add_to(off(ic.totals[shm::kLate]), 1);
-  const auto overflow = [&](const std::atomic<uint64_t>& field, shm::Total total) {
-    add_to(off(field), 1);
-    add_to(off(ic.totals[total]), 1);
-  };
-  const auto intern = [&](std::string_view v, uint32_t& id) {
-    if (strings_.intern(v, id)) return true;
-    add_to(off(ic.totals[shm::kOverflowString]), 1);
-    return false;
-  };
-  // The decision.
-  if (m.decision != Decision::Unknown) {
-    add_to(off(s.decisions[static_cast<uint32_t>(m.decision)]), 1);
-  } else {
-    uint32_t mid = 0;
-    const uint64_t flag = uint64_t{m.unknown_from_decision_field ? 1U : 0U} << 32;
-    Bump b = Bump::Full;
-    if (intern(m.unknown_value, mid))
-      b = bump(off(seg_.unknowns(s)[0]), caps.unknown_cap, off(s.unknown_used), flag | (mid + 1ULL));
-    if (b == Bump::Inserted) strings_.ref(mid);  // a table entry holds one reference per string
-    if (b == Bump::Full) overflow(s.overflow_unknown, shm::kOverflowUnknown);
-  }
+  if (slot >= seg_.caps().ring_slots) add_to(off(ic.totals[shm::kLate]), 1);
+  if (m.decision != Decision::Unknown) add_to(off(s.decisions[static_cast<uint32_t>(m.decision)]), 1);
+  else count_unknown(s, m);
   // The reason, and the (symbol, reason) pair.
   uint32_t rid = 0;
+  const bool reason_counted = count_reason(s, m, rid) != Bump::Full;
+  if (!symbol_breakdown_ || m.symbol.empty()) return;
+  if (reason_counted) count_symbol_reason(s, m, rid);
+  else overflow(s.overflow_symbol_reason, shm::kOverflowSymbolReason);  // no pair without its reason
+}
+
+void Counter::overflow(const std::atomic<uint64_t>& field, shm::Total total) {
+  add_to(off(field), 1);
+  add_to(off(seg_.ingest().totals[total]), 1);
+}
+
+bool Counter::intern(std::string_view v, uint32_t& id) {
+  if (strings_.intern(v, id)) return true;
+  add_to(off(seg_.ingest().totals[shm::kOverflowString]), 1);
+  return false;
+}
+
+void Counter::count_unknown(shm::SlotHeader& s, const Normalized& m) {
+  uint32_t mid = 0;
+  const uint64_t flag = uint64_t{m.unknown_from_decision_field ? 1U : 0U} << 32;
+  Bump b = Bump::Full;
+  if (intern(m.unknown_value, mid))
+    b = bump(off(seg_.unknowns(s)[0]), seg_.caps().unknown_cap, off(s.unknown_used),
+             flag | (mid + 1ULL));
+  if (b == Bump::Inserted) strings_.ref(mid);  // a table entry holds one reference per string
+  if (b == Bump::Full) overflow(s.overflow_unknown, shm::kOverflowUnknown);
+}
+
+Counter::Bump Counter::count_reason(shm::SlotHeader& s, const Normalized& m, uint32_t& rid) {
   Bump rb = Bump::Full;
   if (intern(m.reason, rid))
-    rb = bump(off(seg_.reasons(s)[0]), caps.reason_cap, off(s.reason_used), rid + 1ULL);
+    rb = bump(off(seg_.reasons(s)[0]), seg_.caps().reason_cap, off(s.reason_used), rid + 1ULL);
   if (rb == Bump::Inserted) strings_.ref(rid);
   if (rb == Bump::Full) overflow(s.overflow_reason, shm::kOverflowReason);
-  if (symbol_breakdown_ && !m.symbol.empty()) {
-    uint32_t sid = 0;
-    Bump sb = Bump::Full;
-    if (rb != Bump::Full && intern(m.symbol, sid))
-      sb = bump(off(seg_.symbol_reasons(s)[0]), caps.symbol_reason_cap, off(s.symbol_reason_used),
-                ((sid + 1ULL) << 32) | (rid + 1ULL));
-    if (sb == Bump::Inserted) {
-      strings_.ref(sid);
-      strings_.ref(rid);
-    }
-    if (sb == Bump::Full) overflow(s.overflow_symbol_reason, shm::kOverflowSymbolReason);
+  return rb;
+}
+
+void Counter::count_symbol_reason(shm::SlotHeader& s, const Normalized& m, uint32_t rid) {
+  uint32_t sid = 0;
+  Bump sb = Bump::Full;
+  if (intern(m.symbol, sid))
+    sb = bump(off(seg_.symbol_reasons(s)[0]), seg_.caps().symbol_reason_cap,
+              off(s.symbol_reason_used), ((sid + 1ULL) << 32) | (rid + 1ULL));
+  if (sb == Bump::Inserted) {
+    strings_.ref(sid);
+    strings_.ref(rid);
   }
+  if (sb == Bump::Full) overflow(s.overflow_symbol_reason, shm::kOverflowSymbolReason);
 }
 
 void Counter::append_id(StreamId id) {

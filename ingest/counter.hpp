@@ -84,6 +84,12 @@ class Counter {
   enum class Bump { Full, Existing, Inserted };
   Bump bump(uint64_t table_off, uint32_t cap, uint64_t used_off, uint64_t key);
   void count(uint32_t slot, const Normalized& m);
+  void count_unknown(shm::SlotHeader& s, const Normalized& m);
+  // The reason; Full when it overflowed (its id `rid` is then not in the table).
+  Bump count_reason(shm::SlotHeader& s, const Normalized& m, uint32_t& rid);
+  void count_symbol_reason(shm::SlotHeader& s, const Normalized& m, uint32_t rid);
+  bool intern(std::string_view v, uint32_t& id);  // false: the string table is full (counted)
+  void overflow(const std::atomic<uint64_t>& field, shm::Total total);
   void unref_slot(uint32_t slot);
   void append_id(StreamId id);
   void note_chunk(uint64_t off);      // a staged write at `off`: mark its table chunk dirty

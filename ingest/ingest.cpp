@@ -53,9 +53,10 @@ Ingest::Ingest(const Config& cfg, Segment& seg)
     : cfg_(cfg), seg_(seg), stage_(seg, shm::StageId::Ingest),
       counter_(seg, cfg.symbol_breakdown),
       conn_(RedisOptions::from_config(cfg, "p35-ingest:" + cfg.consumer)),
-      outage_("ingest", &stage_.block()), backoff_(cfg.reconnect_max_ms),
-      marker_key_(keys::marker(cfg.key_prefix, cfg.consumer)), status_line_(seg),
-      owner_(cfg, seg, stage_, "p35-ingest") {
+      loop_(seg, stage_, conn_, cfg.reconnect_max_ms,
+            {shm::StageId::Ingest, "ingest", nullptr, true,
+             " so that all stages restart on the live one"}),
+      marker_key_(keys::marker(cfg.key_prefix, cfg.consumer)), owner_(cfg, seg, stage_, "p35-ingest") {
   // A batch reply is about 14,000 elements: built in a reused arena, not one malloc each.
   conn_.use_reply_arena();
   fenced_read_ = {"EVAL", kFencedReadScript, "2", cfg_.stream, owner_.key(), cfg_.group,
@@ -63,43 +64,14 @@ Ingest::Ingest(const Config& cfg, Segment& seg)
 }
 
 Ingest::Prepared Ingest::prepare_redis() {
-  bool created = false;
-  try {
-    conn_.command({"XGROUP", "CREATE", cfg_.stream, cfg_.group, "0", "MKSTREAM"});
-    created = true;
-  } catch (const RedisError& e) {
-    if (!e.is("BUSYGROUP")) throw;
-  }
+  const bool created = create_group();
   // Our marker must exist before our first read (DESIGN §5.5): a consumer without one is taken
   // for the first version, whose pending entries others ack without counting. It is created
   // together with our registration; a registered consumer without a marker lost it.
-  MarkerState st = ensure_marker(conn_, cfg_);
-  if (st.kind == MarkerState::Kind::Missing) {
-    if (!handle_missing_marker(conn_, cfg_, seg_, st, "ingest", !marker_missing_logged_)) {
-      marker_missing_logged_ = true;
-      return Prepared::MarkerMissing;
-    }
-    st = ensure_marker(conn_, cfg_);  // restored from the segment (by us or by rollup)
-  } else {
-    note_marker_ok(conn_, cfg_);
-  }
-  marker_missing_logged_ = false;
-  if (!counter_.initialised_from_marker()) {
-    counter_.initialise_from_marker(st.value);
-    spdlog::info("New segment: entries up to {} are already in the buckets, pending ones above "
-                 "it will be counted", st.value.str());
-  } else if (const auto committed = known_committed(); committed && st.value < *committed) {
-    // Before the pending list is read: its re-delivered IDs at or below counted_id would be taken
-    // as counted, and acked, against counts Redis no longer holds.
-    drop_segment_behind_marker(seg_, marker_key_, "ingest", st.value, *committed);
-    release_name(conn_, cfg_, owner_.token());
-    return Prepared::SegmentDropped;
-  }
-  if (!created && counter_.counted_id() > st.value && !counted_still_pending()) {
-    // Counts above the marker whose newest read Redis no longer holds (a promoted replica that
-    // missed it, an older dump): committing them would count entries Redis does not have, and
-    // Redis holds a consistent prefix, so the newest read being there vouches for all the others.
-    drop_segment_reads_lost(seg_, "ingest", counter_.counted_id(), st.value);
+  const std::optional<StreamId> marker =
+      checked_marker(conn_, cfg_, seg_, "ingest", marker_missing_logged_);
+  if (!marker) return Prepared::MarkerMissing;
+  if (segment_behind_redis(*marker, created)) {
     release_name(conn_, cfg_, owner_.token());
     return Prepared::SegmentDropped;
   }
@@ -113,6 +85,37 @@ Ingest::Prepared Ingest::prepare_redis() {
   read_ahead_ = false;
   cursor_ = {};
   return Prepared::Ready;
+}
+
+bool Ingest::create_group() {
+  try {
+    conn_.command({"XGROUP", "CREATE", cfg_.stream, cfg_.group, "0", "MKSTREAM"});
+    return true;
+  } catch (const RedisError& e) {
+    if (!e.is("BUSYGROUP")) throw;
+  }
+  return false;
+}
+
+bool Ingest::segment_behind_redis(StreamId marker, bool created) {
+  if (!counter_.initialised_from_marker()) {
+    counter_.initialise_from_marker(marker);
+    spdlog::info("New segment: entries up to {} are already in the buckets, pending ones above "
+                 "it will be counted", marker.str());
+  } else if (const auto committed = known_committed(); committed && marker < *committed) {
+    // Before the pending list is read: its re-delivered IDs at or below counted_id would be taken
+    // as counted, and acked, against counts Redis no longer holds.
+    drop_segment_behind_marker(seg_, marker_key_, "ingest", marker, *committed);
+    return true;
+  }
+  if (!created && counter_.counted_id() > marker && !counted_still_pending()) {
+    // Counts above the marker whose newest read Redis no longer holds (a promoted replica that
+    // missed it, an older dump): committing them would count entries Redis does not have, and
+    // Redis holds a consistent prefix, so the newest read being there vouches for all the others.
+    drop_segment_reads_lost(seg_, "ingest", counter_.counted_id(), marker);
+    return true;
+  }
+  return false;
 }
 
 // Whether the newest entry this segment counted is still pending on our consumer in Redis.
@@ -133,77 +136,69 @@ std::optional<StreamId> Ingest::known_committed() const {
 }
 
 int Ingest::run() {
-  const StopWakeups wakeups(nullptr);  // the socket is registered on each connect
   counter_.recover();
   spdlog::info("Segment {}: counted up to {}", seg_.name(), counter_.counted_id().str());
-  notify_ready_waiting_redis();  // the segment is ours: ready, whether or not Redis answers yet
-  // hiredis's read timeout must outlive XREADGROUP BLOCK, or every quiet period looks like a failure.
-  while (!stop_requested()) {
-    if (!stage_.heartbeat()) {
-      spdlog::error("Segment {} was removed or replaced under us; exiting so that all stages "
-                    "restart on the live one", shm_path(seg_.name()));
-      return EXIT_FAILURE;
-    }
-    try {
-      if (!conn_.connected()) {
-        if (!connect_with_retry(conn_, outage_, cfg_.reconnect_max_ms, &stage_)) break;
-        set_stop_socket(conn_.fd());  // SIGTERM ends a long XREAD BLOCK at once
-        // One instance per consumer name: a second one waits here, before it reads anything.
-        if (!owner_.wait_until_held(conn_)) continue;
-        const Prepared prepared = prepare_redis();
-        if (prepared == Prepared::SegmentDropped) return EXIT_FAILURE;
-        if (prepared == Prepared::MarkerMissing) {  // read nothing until the marker is back
-          set_stop_socket(-1);
-          conn_.disconnect();
-          stage_.set_state(shm::StageState::WaitingRedis);
-          sleep_unless_stopped(watchdog_bounded_ms(kMarkerRecheckMs));
-          continue;
-        }
-        stage_.set_state(shm::StageState::Running);
-      }
-      if (!owner_.renew_if_due(conn_)) {
-        // Another instance holds the name: stop reading now; rollup drops this segment (its next
-        // commit is fenced) and the pending list is the new holder's to read.
-        conn_.disconnect();
-        continue;
-      }
-      const size_t n = read_once();
-      status_line_.update(shm::StageId::Ingest);
-      outage_.succeeded();
-      backoff_.reset();
-      // Group commit, read side: after a short batch, let the trickle gather for a moment, so that
-      // at low rates each stage wakes once per linger and not once per message. A full batch (a
-      // backlog) is read again at once; the first entry after a quiet spell is read at once too.
-      if (n > 0 && n < static_cast<size_t>(cfg_.batch_size) && !reading_pending_)
-        sleep_unless_stopped(cfg_.read_linger_ms);
-    } catch (const RedisError& e) {
-      if (stop_requested()) break;  // the stop signal shut our socket down: not an outage
-      if (e.kind() == RedisErrorKind::Auth) throw;
-      const std::string_view said = e.server_message();
-      if (e.is(kFencedError)) {
-        owner_.fenced(said);  // the next connection waits for the name
-      } else if (e.is("NOGROUP") || e.is("UNBLOCKED")) {
-        // The group or the stream was deleted (UNBLOCKED: under a blocked XREADGROUP). Redis
-        // answers, so no outage: prepare_redis() on the new connection re-creates and reports it.
-        spdlog::debug("XREADGROUP on {}: {}", cfg_.stream, said);
-      } else {
-        outage_.failed("read " + cfg_.stream, e);
-      }
-      // Any failure (also LOADING, BUSY, READONLY...) starts over from a fresh connection: the
-      // group and marker are checked again and the pending list is re-read, so entries delivered
-      // in a reply we never saw are counted.
-      set_stop_socket(-1);
-      conn_.disconnect();
-      stage_.set_state(shm::StageState::WaitingRedis);
-      sleep_unless_stopped(backoff_.next_delay_ms());
-    }
+  return loop_.run(*this);
+}
+
+StageWork::Attach Ingest::attach() {
+  // One instance per consumer name: a second one waits here, before it reads anything.
+  if (!owner_.wait_until_held(conn_)) {
+    if (stop_requested()) return Attach::NotYet;
+    loop_.segment_gone();
+    return Attach::Exit;
   }
-  set_stop_socket(-1);
-  stage_.set_state(shm::StageState::Draining);
-  notify_stopping();
+  switch (prepare_redis()) {
+    case Prepared::Ready: return Attach::Ready;
+    case Prepared::SegmentDropped: return Attach::Exit;
+    case Prepared::MarkerMissing: break;
+  }
+  // Read nothing until the marker is back.
+  loop_.disconnect();
+  stage_.set_state(shm::StageState::WaitingRedis);
+  sleep_unless_stopped(watchdog_bounded_ms(kMarkerRecheckMs));
+  return Attach::NotYet;
+}
+
+StageWork::Step Ingest::step() {
+  if (!owner_.renew_if_due(conn_)) {
+    // Another instance holds the name: stop reading now; rollup drops this segment (its next
+    // commit is fenced) and the pending list is the new holder's to read.
+    loop_.disconnect();
+    return Step::Again;
+  }
+  last_read_ = read_once();
+  return Step::Done;
+}
+
+StageWork::Failure Ingest::failure(const RedisError& e) {
+  const std::string_view said = e.server_message();
+  if (e.is(kFencedError)) {
+    owner_.fenced(said);  // the next connection waits for the name
+    return {Failure::Kind::Quiet, {}};
+  }
+  if (e.is("NOGROUP") || e.is("UNBLOCKED")) {
+    // The group or the stream was deleted (UNBLOCKED: under a blocked XREADGROUP). Redis
+    // answers, so no outage: prepare_redis() on the new connection re-creates and reports it.
+    spdlog::debug("XREADGROUP on {}: {}", cfg_.stream, said);
+    return {Failure::Kind::Quiet, {}};
+  }
+  // Also LOADING, BUSY, READONLY...: the new connection re-reads the pending list, so entries
+  // delivered in a reply we never saw are counted.
+  return {Failure::Kind::Outage, "read " + cfg_.stream};
+}
+
+// Group commit, read side: after a short batch, let the trickle gather for a moment, so that at
+// low rates each stage wakes once per linger and not once per message. A full batch (a backlog)
+// is read again at once; the first entry after a quiet spell is read at once too.
+void Ingest::wait() {
+  if (last_read_ > 0 && last_read_ < static_cast<size_t>(cfg_.batch_size) && !reading_pending_)
+    sleep_unless_stopped(cfg_.read_linger_ms);
+}
+
+void Ingest::drain() {
   counter_.flush();
   spdlog::info("Stopped: counted up to {}", counter_.counted_id().str());
-  return EXIT_SUCCESS;
 }
 
 // The stream or our group was deleted (DEL, XGROUP DESTROY) and prepare_redis() has just
@@ -241,6 +236,7 @@ Reply Ingest::read_new() {
 // Nothing new was delivered: block until the stream has an entry after `last_id` (XREAD delivers
 // nothing to the group: the next fenced read does), at most P35_BLOCK_MS and never past the next
 // renewal of the consumer name, so that renewal keeps its own schedule when the stream is quiet.
+// hiredis's read timeout must outlive the BLOCK, or every quiet period looks like a failure.
 void Ingest::wait_for_new(std::string_view last_id) {
   const int64_t to_renewal = owner_.next_renewal_ms() - now_mono_ms();
   const auto block = std::clamp<int64_t>(to_renewal, 1, watchdog_bounded_ms(cfg_.block_ms));

@@ -12,19 +12,31 @@
 #include "redis.hpp"
 #include "rules.hpp"
 #include "shm.hpp"
+#include "stage_loop.hpp"
 
 namespace p35 {
 
-class Ingest {
+class Ingest final : private StageWork {
  public:
   Ingest(const Config& cfg, Segment& seg);
   int run();
 
  private:
+  // The stage loop's hooks (stage_loop.hpp).
+  Attach attach() override;  // the consumer name, then prepare_redis()
+  Step step() override;      // renew the name, read_once()
+  Failure failure(const RedisError& e) override;
+  void wait() override;      // the read linger after a short batch
+  void drain() override;     // publish what was counted
+
   // What a (re)connect found: ready to read, our marker lost (wait for it), or the segment dropped
   // because Redis came back with less than it had (exit: every stage restarts on a fresh one).
   enum class Prepared { Ready, MarkerMissing, SegmentDropped };
   Prepared prepare_redis();   // group, marker, first-start watermark
+  bool create_group();        // true: created now (it did not exist)
+  // Adopts the marker on a new segment; true when this segment must be dropped (logged) because
+  // Redis holds less than it counted.
+  bool segment_behind_redis(StreamId marker, bool created);
   std::optional<StreamId> known_committed() const;
   bool counted_still_pending();
   size_t read_once();         // one XREADGROUP and its batch; returns the entries read
@@ -41,8 +53,7 @@ class Ingest {
   StageHandle stage_;
   Counter counter_;
   Connection conn_;
-  OutageTracker outage_;
-  Backoff backoff_;
+  StageLoop loop_;
   std::string marker_key_;
   bool reading_pending_ = true;  // re-reading our own pending list from `cursor_`
   StreamId cursor_;
@@ -56,7 +67,7 @@ class Ingest {
   std::vector<Field> fields_;
   Normalized norm_;
   bool marker_missing_logged_ = false;
-  StatusLine status_line_;
+  size_t last_read_ = 0;  // entries the last step read
   Ownership owner_;
 };
 

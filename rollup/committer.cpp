@@ -53,52 +53,54 @@ Committer::Resolution Committer::start(Connection& conn, StreamId& marker) {
   awaiting_replicas_ = false;  // a new connection: the pending record is resolved again below
   const Reply sha = conn.command({"SCRIPT", "LOAD", kCommitScript});
   sha_ = std::string(sha.str());
-  MarkerState st = ensure_marker(conn, cfg_);
-  if (st.kind == MarkerState::Kind::Missing) {
-    if (!handle_missing_marker(conn, cfg_, seg_, st, "rollup", !marker_missing_logged_)) {
-      marker_missing_logged_ = true;
-      return Resolution::MarkerMissing;
-    }
-    st = ensure_marker(conn, cfg_);  // restored from the segment (by us or by ingest)
-  } else {
-    note_marker_ok(conn, cfg_);
-  }
-  marker_missing_logged_ = false;
-  marker = st.value;
-  auto& rc = seg_.rollup();
-  Resolution res = Resolution::NoPending;
+  const std::optional<StreamId> found = checked_marker(conn, cfg_, seg_, "rollup", marker_missing_logged_);
+  if (!found) return Resolution::MarkerMissing;
+  marker = *found;
   repair();  // no-op when run() did it already
-  if (rc.pending_state.load(std::memory_order_acquire) != 0) {
-    const StreamId prev = load_id(rc.pending_prev), next = load_id(rc.pending_next);
-    if (marker == next && cfg_.wait_replicas > 0) {
-      // It happened, but maybe no replica has it. WAIT counts only this connection's writes:
-      // write the marker again with its own value, then let commit() wait for the replicas
-      // before the commit is published (and acked).
-      conn.command({"SET", marker_key_, marker.str(), "XX"});
-      awaiting_replicas_ = true;
-      awaiting_since_ms_ = now_mono_ms();
-      wait_logged_ = false;
-      return Resolution::Applied;
-    }
-    if (marker == next) {
-      apply_pending();  // the commit happened before we lost track of it
-      res = Resolution::Applied;
-    } else if (marker == prev && apply_begun()) {
-      // Redis took the commit (apply_pending runs only after the script returned), some slots
-      // already stand for it, and now the marker says it never happened: Redis lost it.
-      conflict_ = "pending commit " + prev.str() + " -> " + next.str() +
-                  " was confirmed by Redis and partly applied here, but the marker is back at " +
-                  marker.str() + " (Redis lost data)";
-      return Resolution::Conflict;
-    } else if (marker == prev) {
-      discard_pending();  // it never happened; the counts are committed again from scratch
-      res = Resolution::Discarded;
-    } else {
-      conflict_ = "pending commit " + prev.str() + " -> " + next.str() + " but the marker is " +
-                  marker.str();
-      return Resolution::Conflict;
-    }
+  const Resolution res = resolve_pending(conn, marker);
+  if (res == Resolution::Conflict || awaiting_replicas_) return res;
+  return check_committed(marker, res);
+}
+
+// The commit in flight when the previous rollup stopped, against the marker Redis holds now.
+Committer::Resolution Committer::resolve_pending(Connection& conn, StreamId marker) {
+  auto& rc = seg_.rollup();
+  if (rc.pending_state.load(std::memory_order_acquire) == 0) return Resolution::NoPending;
+  const StreamId prev = load_id(rc.pending_prev), next = load_id(rc.pending_next);
+  if (marker == next && cfg_.wait_replicas > 0) {
+    // It happened, but maybe no replica has it. WAIT counts only this connection's writes:
+    // write the marker again with its own value, then let commit() wait for the replicas
+    // before the commit is published (and acked).
+    conn.command({"SET", marker_key_, marker.str(), "XX"});
+    awaiting_replicas_ = true;
+    awaiting_since_ms_ = now_mono_ms();
+    wait_logged_ = false;
+    return Resolution::Applied;
   }
+  if (marker == next) {
+    apply_pending();  // the commit happened before we lost track of it
+    return Resolution::Applied;
+  }
+  if (marker == prev && apply_begun()) {
+    // Redis took the commit (apply_pending runs only after the script returned), some slots
+    // already stand for it, and now the marker says it never happened: Redis lost it.
+    conflict_ = "pending commit " + prev.str() + " -> " + next.str() +
+                " was confirmed by Redis and partly applied here, but the marker is back at " +
+                marker.str() + " (Redis lost data)";
+    return Resolution::Conflict;
+  }
+  if (marker == prev) {
+    discard_pending();  // it never happened; the counts are committed again from scratch
+    return Resolution::Discarded;
+  }
+  conflict_ = "pending commit " + prev.str() + " -> " + next.str() + " but the marker is " +
+              marker.str();
+  return Resolution::Conflict;
+}
+
+// What this segment committed must be the marker (`res` when it is).
+Committer::Resolution Committer::check_committed(StreamId marker, Resolution res) {
+  auto& rc = seg_.rollup();
   StreamId ours = committed();
   if (ours.is_zero() && rc.commit_count.load(std::memory_order_relaxed) == 0) {
     // Fresh segment: adopt exactly the marker ingest started from (its counts stand on it), never
@@ -130,7 +132,6 @@ std::optional<StreamId> Committer::repair() {
 bool Committer::read_consistent(CommitPlan& plan, uint64_t* retries) {
   auto& ic = seg_.ingest();
   auto& rc = seg_.rollup();
-  const uint32_t n = seg_.slot_count();
   const uint32_t tside = 1 - static_cast<uint32_t>(rc.totals_side.load(std::memory_order_relaxed));
   for (int attempt = 0; attempt < kMaxSeqlockTries; ++attempt) {
     const uint64_t s1 = ic.seqlock.load(std::memory_order_acquire);
@@ -138,35 +139,48 @@ bool Committer::read_consistent(CommitPlan& plan, uint64_t* retries) {
       usleep(50);
       continue;
     }
-    plan.slots.clear();
-    plan.headers.clear();
-    plan.next = load_id(ic.counted_id);
-    for (uint32_t t = 0; t < shm::kTotalSlots; ++t)
-      rc.committed_totals[tside][t].store(count(ic.totals[t]), std::memory_order_relaxed);
-    for (uint32_t i = 0; i < n; ++i) {
-      auto& live = seg_.slot(i);
-      if (live.minute.load(std::memory_order_relaxed) == shm::kEmptyMinute) continue;
-      if (tag_of(live) == seg_.slot_meta()[i].committed_tag.load(std::memory_order_relaxed)) continue;
-      const auto side = static_cast<uint32_t>(seg_.slot_meta()[i].side.load(std::memory_order_relaxed));
-      copy_slot(live, seg_.shadow(1 - side, i), plan.headers.emplace_back().data());
-      plan.slots.push_back(i);
-    }
+    copy_changed(plan, tside);
     std::atomic_thread_fence(std::memory_order_acquire);  // the copies before the re-check
     if (ic.seqlock.load(std::memory_order_relaxed) == s1) {
-      // The copies are whole: now their headers (with the version they stand for) may say so.
-      for (size_t k = 0; k < plan.slots.size(); ++k) {
-        const uint32_t i = plan.slots[k];
-        const auto side = static_cast<uint32_t>(seg_.slot_meta()[i].side.load(std::memory_order_relaxed));
-        std::atomic<uint64_t>* dst = words_of(&seg_.shadow(1 - side, i));
-        for (uint64_t w = 0; w < kHeaderWords; ++w)
-          dst[w].store(plan.headers[k][w], std::memory_order_relaxed);
-      }
+      publish_headers(plan);
       plan.totals_side = tside;
       return true;
     }
     if (retries != nullptr) ++*retries;
   }
   return false;
+}
+
+// One try of read_consistent(): the totals into side `tside` and every slot changed since its
+// last commit into its spare shadow (headers kept aside in the plan).
+void Committer::copy_changed(CommitPlan& plan, uint32_t tside) {
+  auto& ic = seg_.ingest();
+  auto& rc = seg_.rollup();
+  plan.slots.clear();
+  plan.headers.clear();
+  plan.next = load_id(ic.counted_id);
+  for (uint32_t t = 0; t < shm::kTotalSlots; ++t)
+    rc.committed_totals[tside][t].store(count(ic.totals[t]), std::memory_order_relaxed);
+  const uint32_t n = seg_.slot_count();
+  for (uint32_t i = 0; i < n; ++i) {
+    auto& live = seg_.slot(i);
+    if (live.minute.load(std::memory_order_relaxed) == shm::kEmptyMinute) continue;
+    if (tag_of(live) == seg_.slot_meta()[i].committed_tag.load(std::memory_order_relaxed)) continue;
+    const auto side = static_cast<uint32_t>(seg_.slot_meta()[i].side.load(std::memory_order_relaxed));
+    copy_slot(live, seg_.shadow(1 - side, i), plan.headers.emplace_back().data());
+    plan.slots.push_back(i);
+  }
+}
+
+// The copies are whole: now their headers (with the version they stand for) may say so.
+void Committer::publish_headers(const CommitPlan& plan) {
+  for (size_t k = 0; k < plan.slots.size(); ++k) {
+    const uint32_t i = plan.slots[k];
+    const auto side = static_cast<uint32_t>(seg_.slot_meta()[i].side.load(std::memory_order_relaxed));
+    std::atomic<uint64_t>* dst = words_of(&seg_.shadow(1 - side, i));
+    for (uint64_t w = 0; w < kHeaderWords; ++w)
+      dst[w].store(plan.headers[k][w], std::memory_order_relaxed);
+  }
 }
 
 // Copies live slot `live` into the spare shadow `dst`, whose header still describes what it holds
@@ -401,30 +415,40 @@ Committer::Outcome Committer::commit(Connection& conn, uint64_t* retries) {
   try {
     run_script(conn, plan.args);
   } catch (const RedisError& e) {
-    if (e.kind() == RedisErrorKind::Reply) {
-      // P35UNHELD: Redis lacks the reads this commit counts (it came back older, or a lagging
-      // replica was promoted): like a moved marker, the segment's uncommitted counts are dropped.
-      if (e.is("P35CONFLICT") || e.is("P35UNHELD")) {
-        conflict_ = e.server_message();
-        discard_pending();
-        return Outcome::Conflict;
-      }
-      if (e.is(kFencedError)) {  // another instance holds our name
-        conflict_ = e.server_message();
-        discard_pending();
-        return Outcome::Fenced;
-      }
-      if (e.is("P35BADFIELD")) {
-        discard_pending();
-        report_refused(e.server_message(), plan.next);
-        return Outcome::Refused;
-      }
-      // P35NOMARKER: thrown on; start() after the reconnect restores the marker from the segment.
-      // OOM, READONLY, WRONGTYPE...: the script wrote nothing (see kCommitScript); retry later.
-      discard_pending();
-    }
+    if (e.kind() == RedisErrorKind::Reply) return refused(e, plan.next);
     throw;  // connection lost: outcome unknown until start() reads the marker again
   }
+  return accepted(conn, plan.next);
+}
+
+// The commit script answered an error: it wrote nothing (see kCommitScript). Rethrows what the
+// stage loop handles as an outage.
+Committer::Outcome Committer::refused(const RedisError& e, StreamId next) {
+  // P35UNHELD: Redis lacks the reads this commit counts (it came back older, or a lagging
+  // replica was promoted): like a moved marker, the segment's uncommitted counts are dropped.
+  if (e.is("P35CONFLICT") || e.is("P35UNHELD")) {
+    conflict_ = e.server_message();
+    discard_pending();
+    return Outcome::Conflict;
+  }
+  if (e.is(kFencedError)) {  // another instance holds our name
+    conflict_ = e.server_message();
+    discard_pending();
+    return Outcome::Fenced;
+  }
+  if (e.is("P35BADFIELD")) {
+    discard_pending();
+    report_refused(e.server_message(), next);
+    return Outcome::Refused;
+  }
+  // P35NOMARKER: thrown on; start() after the reconnect restores the marker from the segment.
+  // OOM, READONLY, WRONGTYPE...: the script wrote nothing (see kCommitScript); retry later.
+  discard_pending();
+  throw e;
+}
+
+// Redis took the commit: publish it, or first wait for the replicas (P35_WAIT_REPLICAS).
+Committer::Outcome Committer::accepted(Connection& conn, StreamId next) {
   if (cfg_.wait_replicas > 0) {
     awaiting_replicas_ = true;
     awaiting_since_ms_ = now_mono_ms();
@@ -433,7 +457,7 @@ Committer::Outcome Committer::commit(Connection& conn, uint64_t* retries) {
   }
   apply_pending();
   if (!refused_.empty()) {
-    spdlog::info("Commit up to {} accepted again after the refusal ({})", plan.next.str(), refused_);
+    spdlog::info("Commit up to {} accepted again after the refusal ({})", next.str(), refused_);
     refused_.clear();
   }
   return Outcome::Committed;

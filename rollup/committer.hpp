@@ -57,7 +57,11 @@ class Committer {
   const std::vector<MinuteDelta>& last_commit() const { return plan_.minutes; }
 
  private:
+  Resolution resolve_pending(Connection& conn, StreamId marker);  // start()'s pending commit
+  Resolution check_committed(StreamId marker, Resolution res);     // start()'s last check
   bool read_consistent(CommitPlan& plan, uint64_t* retries);
+  void copy_changed(CommitPlan& plan, uint32_t tside);  // one try of read_consistent()
+  void publish_headers(const CommitPlan& plan);
   void build_args(CommitPlan& plan);
   void copy_slot(shm::SlotHeader& live, shm::SlotHeader& dst, uint64_t* header);
   void add_slot_fields(uint32_t slot, FieldList& bucket, FieldList& unknown);
@@ -67,6 +71,8 @@ class Committer {
   bool apply_begun() const;
   Reply run_script(Connection& conn, const CommandArgs& args);
   void report_refused(const std::string& said, StreamId next);
+  Outcome refused(const RedisError& e, StreamId next);  // commit()'s error reply
+  Outcome accepted(Connection& conn, StreamId next);     // commit()'s success
   bool replicas_hold_commit(Connection& conn);
 
   // WAIT (P35_WAIT_REPLICAS) has not yet confirmed the commit the pending record describes.

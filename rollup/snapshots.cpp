@@ -245,20 +245,8 @@ void SnapshotWriter::refresh_minutes(Connection& conn, int64_t now_minute, const
     prune_before_ = minute_key(now_minute - 24 * 60);
     hour_minute_ = now_minute;
   }
-  const auto& hour = hour_;
-  const std::string& prune_before = prune_before_;
   CommandArgs prune{"HDEL", keys::bucket_versions(cfg_.key_prefix)};
-  std::vector<std::pair<int64_t, int64_t>> stale;  // minute, version read
-  for (size_t i = 0; i + 1 < v.size(); i += 2) {
-    const auto mk = reply_str(v.element(i));
-    if (mk < prune_before) prune.add(mk);
-    const auto it = hour.find(mk);
-    if (it == hour.end()) continue;
-    const int64_t ver = to_int(reply_str(v.element(i + 1)));
-    const auto known = versions_.find(it->second);
-    if (known != versions_.end() && known->second == ver) continue;
-    stale.emplace_back(it->second, ver);
-  }
+  const std::vector<std::pair<int64_t, int64_t>> stale = stale_minutes(v, prune);
   if (prune.size() > 2) conn.append(prune);
   for (const auto& [m, ver] : stale) {
     conn.append({"HGETALL", keys::bucket(cfg_.key_prefix, m)});
@@ -269,20 +257,7 @@ void SnapshotWriter::refresh_minutes(Connection& conn, int64_t now_minute, const
     if (r.is_error()) throw error_from_reply("prune the minute versions", r.str(), conn.options().username);
   }
   for (const auto& [m, ver] : stale) {
-    MinuteCounts mc;
-    const Reply b = conn.read_reply();
-    const Reply u = conn.read_reply();
-    for (const Reply* r : {&b, &u})
-      if (r->is_error()) throw error_from_reply("read a minute bucket", r->str(), conn.options().username);
-    for (size_t i = 0; i + 1 < b.size(); i += 2)
-      add_bucket_field(mc, reply_str(b.element(i)), to_int(reply_str(b.element(i + 1))));
-    for (size_t i = 0; i + 1 < u.size(); i += 2)
-      mc.unknown_members[std::string(reply_str(u.element(i)))] +=
-          static_cast<uint64_t>(to_int(reply_str(u.element(i + 1))));
-    // The version read before the bucket: if a commit slipped in between, the next refresh sees
-    // a newer version and reads the minute again (the cache is never older than its version).
-    versions_[m] = ver;
-    minutes_[m] = std::move(mc);
+    read_minute(conn, m, ver);
     changed = true;
   }
   // Minutes that left the hour are forgotten (and their versions with them).
@@ -291,6 +266,42 @@ void SnapshotWriter::refresh_minutes(Connection& conn, int64_t now_minute, const
     it = minutes_.erase(it);
     changed = true;
   }
+}
+
+// The minutes of the hour whose version in Redis differs from the cached one (minute, version
+// read); versions older than a day go to `prune`.
+std::vector<std::pair<int64_t, int64_t>> SnapshotWriter::stale_minutes(const Reply& v,
+                                                                       CommandArgs& prune) const {
+  std::vector<std::pair<int64_t, int64_t>> stale;
+  for (size_t i = 0; i + 1 < v.size(); i += 2) {
+    const auto mk = reply_str(v.element(i));
+    if (mk < prune_before_) prune.add(mk);
+    const auto it = hour_.find(mk);
+    if (it == hour_.end()) continue;
+    const int64_t ver = to_int(reply_str(v.element(i + 1)));
+    const auto known = versions_.find(it->second);
+    if (known != versions_.end() && known->second == ver) continue;
+    stale.emplace_back(it->second, ver);
+  }
+  return stale;
+}
+
+// The replies to a stale minute's two HGETALLs (bucket, unknown members) into the cache.
+void SnapshotWriter::read_minute(Connection& conn, int64_t m, int64_t ver) {
+  MinuteCounts mc;
+  const Reply b = conn.read_reply();
+  const Reply u = conn.read_reply();
+  for (const Reply* r : {&b, &u})
+    if (r->is_error()) throw error_from_reply("read a minute bucket", r->str(), conn.options().username);
+  for (size_t i = 0; i + 1 < b.size(); i += 2)
+    add_bucket_field(mc, reply_str(b.element(i)), to_int(reply_str(b.element(i + 1))));
+  for (size_t i = 0; i + 1 < u.size(); i += 2)
+    mc.unknown_members[std::string(reply_str(u.element(i)))] +=
+        static_cast<uint64_t>(to_int(reply_str(u.element(i + 1))));
+  // The version read before the bucket: if a commit slipped in between, the next refresh sees
+  // a newer version and reads the minute again (the cache is never older than its version).
+  versions_[m] = ver;
+  minutes_[m] = std::move(mc);
 }
 
 bool SnapshotWriter::write(Connection& conn, Lease& lease, bool force, const SnapshotInputs* inputs) {
@@ -318,55 +329,57 @@ bool SnapshotWriter::write(Connection& conn, Lease& lease, bool force, const Sna
   return true;
 }
 
+namespace {
+
+// The replace script's arguments after the lease: the keys it replaces, and the commands that
+// write them, flattened (each as its argument count, then its arguments).
+struct Replacement {
+  CommandArgs keys, cmds;
+  void cmd(std::initializer_list<std::string_view> parts) {
+    cmds.add(static_cast<long long>(parts.size()));
+    for (const std::string_view s : parts) cmds.add(s);
+  }
+  void cmd(const CommandArgs& c) {
+    cmds.add(static_cast<long long>(c.size()));
+    for (size_t i = 0; i < c.size(); ++i) cmds.add(c.at(i));
+  }
+  // DEL, then (when there is something) ZADD and EXPIRE. Members: (name, count) pairs.
+  template <typename Members>
+  void zset(const std::string& key, const Members& members, const std::string& ttl) {
+    keys.add(key);
+    cmd({"DEL", key});
+    if (members.empty()) return;
+    CommandArgs z{"ZADD", key};
+    for (const auto& [m, c] : members) z.add(static_cast<long long>(c)).add(m);
+    cmd(z);
+    cmd({"EXPIRE", key, ttl});
+  }
+};
+
+}  // namespace
+
 bool SnapshotWriter::replace_keys(Connection& conn, Lease& lease,
                                   const std::vector<WindowCounts>& windows) {
   const std::string ttl = std::to_string(cfg_.snapshot_ttl_s);
   const std::string& p = cfg_.key_prefix;
-  CommandArgs keys, cmds;
-  const auto cmd = [&](std::initializer_list<std::string_view> parts) {
-    cmds.add(static_cast<long long>(parts.size()));
-    for (const std::string_view s : parts) cmds.add(s);
-  };
-  const auto cmd_args = [&](const CommandArgs& c) {
-    cmds.add(static_cast<long long>(c.size()));
-    for (size_t i = 0; i < c.size(); ++i) cmds.add(c.at(i));
-  };
+  Replacement rep;
   for (size_t k = 0; k < keys::kWindows.size(); ++k) {
     const auto& w = windows[k];
     const std::string dkey = keys::decision_counts(p, keys::kWindows[k].name);
     CommandArgs h{"HSET", dkey};
     for (const auto& [d, c] : w.decisions) h.add(d).add(static_cast<long long>(c));
-    keys.add(dkey);
-    cmd({"DEL", dkey});
-    cmd_args(h);
-    cmd({"EXPIRE", dkey, ttl});
-    const std::string rkey = keys::reason_top(p, keys::kWindows[k].name);
-    keys.add(rkey);
-    cmd({"DEL", rkey});
-    const auto& top = w.top_reasons;
-    if (!top.empty()) {
-      CommandArgs z{"ZADD", rkey};
-      for (const auto& [r, c] : top) z.add(static_cast<long long>(c)).add(r);
-      cmd_args(z);
-      cmd({"EXPIRE", rkey, ttl});
-    }
-    if (keys::kWindows[k].minutes == 5) {
-      const std::string ukey = keys::unknown_top_5m(p);
-      keys.add(ukey);
-      cmd({"DEL", ukey});
-      if (!w.unknown_members.empty()) {
-        CommandArgs z{"ZADD", ukey};
-        for (const auto& [m, c] : w.unknown_members) z.add(static_cast<long long>(c)).add(m);
-        cmd_args(z);
-        cmd({"EXPIRE", ukey, ttl});
-      }
-    }
+    rep.keys.add(dkey);
+    rep.cmd({"DEL", dkey});
+    rep.cmd(h);
+    rep.cmd({"EXPIRE", dkey, ttl});
+    rep.zset(keys::reason_top(p, keys::kWindows[k].name), w.top_reasons, ttl);
+    if (keys::kWindows[k].minutes == 5) rep.zset(keys::unknown_top_5m(p), w.unknown_members, ttl);
   }
   CommandArgs a{"EVAL", kReplaceScript};
-  a.add(static_cast<long long>(keys.size() + 1)).add(lease.key());
-  for (size_t i = 0; i < keys.size(); ++i) a.add(keys.at(i));
+  a.add(static_cast<long long>(rep.keys.size() + 1)).add(lease.key());
+  for (size_t i = 0; i < rep.keys.size(); ++i) a.add(rep.keys.at(i));
   a.add(lease.value());
-  for (size_t i = 0; i < cmds.size(); ++i) a.add(cmds.at(i));
+  for (size_t i = 0; i < rep.cmds.size(); ++i) a.add(rep.cmds.at(i));
   conn.append(a);
   const Reply r = conn.read_reply();
   if (r.is_error("P35LEASE")) {
@@ -379,22 +392,67 @@ bool SnapshotWriter::replace_keys(Connection& conn, Lease& lease,
 
 void StatusWriter::append_groups(Connection& conn) { conn.append({"XINFO", "GROUPS", cfg_.stream}); }
 
+namespace {
+
+// Bounded reads: a stage that died between publish_id()'s stores leaves its lock odd until it
+// restarts, and an unbounded read would stall rollup (commits included) until then.
+std::string id_text(const shm::SeqId& src) {
+  const std::optional<StreamId> id = try_read_id(src);
+  return id ? id->str() : std::string("unknown");
+}
+
+// <stage>_pid, _alive, _state, ...: one stage block's figures.
+void add_stage_fields(CommandArgs& a, const char* name, shm::StageBlock& b, int64_t now_boot) {
+  const auto pid = static_cast<pid_t>(ld(b.pid));
+  const bool alive = pid > 0 && kill(pid, 0) == 0;
+  a.add(std::string(name) + "_pid").add(static_cast<long long>(pid));
+  a.add(std::string(name) + "_alive").add(alive ? "1" : "0");
+  a.add(std::string(name) + "_state").add(state_name(b.state.load()));
+  a.add(std::string(name) + "_heartbeat_age_ms").add(static_cast<long long>(now_boot - b.heartbeat_boot_ms.load()));
+  a.add(std::string(name) + "_starts").add(static_cast<long long>(b.starts.load()));
+  a.add(std::string(name) + "_redis_errors").add(static_cast<long long>(ld(b.redis_errors)));
+  a.add(std::string(name) + "_outages").add(static_cast<long long>(ld(b.outages)));
+  a.add(std::string(name) + "_primary_moves").add(static_cast<long long>(ld(b.primary_moves)));
+}
+
+}  // namespace
+
 void StatusWriter::write(Connection& conn, bool global, const Reply* groups_reply) {
   const int64_t now_ms = now_unix_ms();     // the status timestamps a person reads
   const int64_t now_boot = now_boot_ms();   // heartbeat ages: the stages' CLOCK_BOOTTIME
   const int64_t now_mono = now_mono_ms();   // the rates' interval
-  auto& ing = seg_.stage(shm::StageId::Ingest);
-  auto& rol = seg_.stage(shm::StageId::Rollup);
-  auto& ack = seg_.stage(shm::StageId::Ackd);
-  // The group's figures: pending entries (all consumers) and lag (entries not yet delivered).
-  long long pending = -1, lag = -1;
   Reply fetched;
   if (groups_reply == nullptr) {
     append_groups(conn);
     fetched = conn.read_reply();
     groups_reply = &fetched;
   }
-  const Reply& groups = *groups_reply;
+  CommandArgs a{"HSET", keys::host_status(cfg_.key_prefix, cfg_.consumer)};
+  add_group_fields(a, conn, *groups_reply);
+  const auto [counted, acked] = add_service_fields(a, now_ms, now_mono);
+  add_stage_fields(a, "ingest", seg_.stage(shm::StageId::Ingest), now_boot);
+  add_stage_fields(a, "rollup", seg_.stage(shm::StageId::Rollup), now_boot);
+  add_stage_fields(a, "ackd", seg_.stage(shm::StageId::Ackd), now_boot);
+  conn.append(a);
+  if (global) {  // the lease holder's figures stand for the service in the first version's hash
+    CommandArgs g{"HSET", keys::status(cfg_.key_prefix)};
+    for (size_t i = 2; i < a.size(); ++i) g.add(a.at(i));
+    conn.append(g);
+  }
+  std::string error;
+  for (int i = 0; i < (global ? 2 : 1); ++i) {
+    const Reply r = conn.read_reply();
+    if (r.is_error() && error.empty()) error = std::string(r.str());
+  }
+  if (!error.empty()) throw error_from_reply("write the status hash", error, conn.options().username);
+  last_counted_ = counted;
+  last_acked_ = acked;
+  last_ms_ = now_mono;
+}
+
+// The group's figures: pending entries (all consumers) and lag (entries not yet delivered).
+void StatusWriter::add_group_fields(CommandArgs& a, Connection& conn, const Reply& groups) const {
+  long long pending = -1, lag = -1;
   // No stream (deleted, or before the first entry): the figures are unknown (-1).
   if (groups.is_error() && !groups.is_error("ERR no such key"))
     throw error_from_reply("read the group's figures", groups.str(), conn.options().username);
@@ -411,33 +469,21 @@ void StatusWriter::write(Connection& conn, bool global, const Reply* groups_repl
     }
     if (ours) pending = gp, lag = gl;
   }
+  a.add("pending_estimate").add(static_cast<long long>(pending));
+  a.add("group_lag").add(static_cast<long long>(lag));
+}
+
+std::pair<uint64_t, uint64_t> StatusWriter::add_service_fields(CommandArgs& a, int64_t now_ms,
+                                                              int64_t now_mono) const {
+  auto& ing = seg_.stage(shm::StageId::Ingest);
+  auto& rol = seg_.stage(shm::StageId::Rollup);
+  auto& ack = seg_.stage(shm::StageId::Ackd);
   const uint64_t counted = ld(ing.counted), acked = ld(ack.acked);
   const double dt = last_ms_ == 0 ? 0.0 : static_cast<double>(now_mono - last_ms_) / 1000.0;
   const auto rate = [&](uint64_t now, uint64_t before) {
     return dt <= 0 ? std::string("0") : fmt::format("{:.1f}", static_cast<double>(now - before) / dt);
   };
-  // Bounded reads: a stage that died between publish_id()'s stores leaves its lock odd until it
-  // restarts, and an unbounded read would stall rollup (commits included) until then.
-  const auto id_text = [](const shm::SeqId& src) {
-    const std::optional<StreamId> id = try_read_id(src);
-    return id ? id->str() : std::string("unknown");
-  };
   const std::string committed = id_text(seg_.rollup().committed);
-  const auto stage_fields = [&](CommandArgs& a, const char* name, shm::StageBlock& b) {
-    const auto pid = static_cast<pid_t>(ld(b.pid));
-    const bool alive = pid > 0 && kill(pid, 0) == 0;
-    a.add(std::string(name) + "_pid").add(static_cast<long long>(pid));
-    a.add(std::string(name) + "_alive").add(alive ? "1" : "0");
-    a.add(std::string(name) + "_state").add(state_name(b.state.load()));
-    a.add(std::string(name) + "_heartbeat_age_ms").add(static_cast<long long>(now_boot - b.heartbeat_boot_ms.load()));
-    a.add(std::string(name) + "_starts").add(static_cast<long long>(b.starts.load()));
-    a.add(std::string(name) + "_redis_errors").add(static_cast<long long>(ld(b.redis_errors)));
-    a.add(std::string(name) + "_outages").add(static_cast<long long>(ld(b.outages)));
-    a.add(std::string(name) + "_primary_moves").add(static_cast<long long>(ld(b.primary_moves)));
-  };
-  CommandArgs a{"HSET", keys::host_status(cfg_.key_prefix, cfg_.consumer)};
-  a.add("pending_estimate").add(static_cast<long long>(pending));
-  a.add("group_lag").add(static_cast<long long>(lag));
   a.add("last_id").add(committed);
   a.add("last_ts").add(static_cast<long long>(seg_.rollup().last_commit_unix_ms.load() / 1000));
   a.add("consumer_name").add(cfg_.consumer);
@@ -461,24 +507,7 @@ void StatusWriter::write(Connection& conn, bool global, const Reply* groups_repl
   a.add("redis_eviction_risk").add(eviction_risk_ ? "1" : "0");
   a.add("unacked_ids").add(static_cast<long long>(seg_.ingest().id_log_head.load() -
                                                   seg_.ackd().id_log_tail.load()));
-  stage_fields(a, "ingest", ing);
-  stage_fields(a, "rollup", rol);
-  stage_fields(a, "ackd", ack);
-  conn.append(a);
-  if (global) {  // the lease holder's figures stand for the service in the first version's hash
-    CommandArgs g{"HSET", keys::status(cfg_.key_prefix)};
-    for (size_t i = 2; i < a.size(); ++i) g.add(a.at(i));
-    conn.append(g);
-  }
-  std::string error;
-  for (int i = 0; i < (global ? 2 : 1); ++i) {
-    const Reply r = conn.read_reply();
-    if (r.is_error() && error.empty()) error = std::string(r.str());
-  }
-  if (!error.empty()) throw error_from_reply("write the status hash", error, conn.options().username);
-  last_counted_ = counted;
-  last_acked_ = acked;
-  last_ms_ = now_mono;
+  return {counted, acked};
 }
 
 }  // namespace p35

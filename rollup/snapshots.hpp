@@ -7,6 +7,7 @@
 #include <map>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 #include "commit_script.hpp"
@@ -115,6 +116,8 @@ class SnapshotWriter {
 
  private:
   void refresh_minutes(Connection& conn, int64_t now_minute, const Reply& versions, bool& changed);
+  std::vector<std::pair<int64_t, int64_t>> stale_minutes(const Reply& versions, CommandArgs& prune) const;
+  void read_minute(Connection& conn, int64_t minute, int64_t version);
   bool replace_keys(Connection& conn, Lease& lease, const std::vector<WindowCounts>& windows);
 
   const Config& cfg_;
@@ -143,6 +146,11 @@ class StatusWriter {
   }
 
  private:
+  void add_group_fields(CommandArgs& a, Connection& conn, const Reply& groups) const;
+  // Returns the counted and acked figures it wrote: the next write's rates start from them.
+  std::pair<uint64_t, uint64_t> add_service_fields(CommandArgs& a, int64_t now_ms,
+                                                   int64_t now_mono) const;
+
   const Config& cfg_;
   Segment& seg_;
   std::string eviction_policy_ = "unknown";
