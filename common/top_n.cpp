@@ -1,31 +1,37 @@
-// The top n of a count map (top_n.hpp).
+// The top n of counts by name (top_n.hpp): one ranking rule for rollup and p35-shm.
 #include "top_n.hpp"
 
 #include <algorithm>
 
 namespace p35 {
 
+void TopN::offer(std::string_view name, uint64_t count) {
+  if (count == 0 || n_ == 0) return;
+  const Ranked r{name, count};
+  if (best_.size() < n_) {
+    best_.push_back(r);
+    std::push_heap(best_.begin(), best_.end(), better);
+  } else if (better(r, best_.front())) {
+    std::pop_heap(best_.begin(), best_.end(), better);
+    best_.back() = r;
+    std::push_heap(best_.begin(), best_.end(), better);
+  }
+}
+
+std::vector<std::pair<std::string, uint64_t>> TopN::take() {
+  std::sort(best_.begin(), best_.end(), better);
+  std::vector<std::pair<std::string, uint64_t>> out;
+  out.reserve(best_.size());
+  for (const auto& [name, c] : best_) out.emplace_back(std::string(name), c);
+  best_.clear();
+  return out;
+}
+
 std::vector<std::pair<std::string, uint64_t>> top_n(const std::map<std::string, uint64_t>& m,
                                                     size_t n) {
-  // Rank pointers to the map's entries, copy only the names that make the cut.
-  using Entry = const std::pair<const std::string, uint64_t>*;
-  std::vector<Entry> v;
-  v.reserve(m.size());
-  for (const auto& e : m)
-    if (e.second != 0) v.push_back(&e);
-  const auto better = [](Entry a, Entry b) {
-    return a->second != b->second ? a->second > b->second : a->first < b->first;
-  };
-  if (v.size() > n) {
-    std::partial_sort(v.begin(), v.begin() + static_cast<std::ptrdiff_t>(n), v.end(), better);
-    v.resize(n);
-  } else {
-    std::sort(v.begin(), v.end(), better);
-  }
-  std::vector<std::pair<std::string, uint64_t>> out;
-  out.reserve(v.size());
-  for (Entry e : v) out.emplace_back(e->first, e->second);
-  return out;
+  TopN top(n);
+  for (const auto& [name, c] : m) top.offer(name, c);
+  return top.take();
 }
 
 }  // namespace p35

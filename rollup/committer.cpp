@@ -42,6 +42,35 @@ uint64_t tag_of(const shm::SlotHeader& s) {
 
 uint64_t count(const std::atomic<uint64_t>& w) { return w.load(std::memory_order_relaxed); }
 
+// The entries of one table of a slot's new shadow side whose counts differ from the committed
+// side's: emit(key, delta) for each. Only chunks written after the committed side's version can
+// differ (chunk_version, see shm_layout.hpp); another generation or minute (same == false) is
+// compared against nothing.
+struct TableDiff {
+  const std::atomic<uint64_t>* chunk_versions;  // of the new side
+  const shm::TableEntry* first;                 // the new side's first table entry (of all three)
+  bool same;                                    // the committed side holds this slot's minute
+  uint64_t base;                                // the committed side's version when `same`
+
+  template <class Emit>
+  void operator()(const shm::TableEntry* n, const shm::TableEntry* o, uint32_t cap, Emit&& emit) const {
+    const auto at = static_cast<uint64_t>(n - first);  // first entry of this table, overall
+    for (uint32_t j = 0; j < cap; ++j) {
+      if (same && (j == 0 || (at + j) % shm::kChunkEntries == 0) &&
+          count(chunk_versions[(at + j) / shm::kChunkEntries]) <= base) {
+        // Skip to the end of this unchanged chunk.
+        j = static_cast<uint32_t>(((at + j) / shm::kChunkEntries + 1) * shm::kChunkEntries - at) - 1;
+        continue;
+      }
+      const uint64_t k = count(n[j].key);
+      if (k == 0) continue;
+      const uint64_t oc = same && count(o[j].key) == k ? count(o[j].count) : 0;
+      const auto d = static_cast<int64_t>(count(n[j].count) - oc);
+      if (d != 0) emit(k, d);
+    }
+  }
+};
+
 }  // namespace
 
 Committer::Committer(const Config& cfg, Segment& seg)
@@ -225,27 +254,8 @@ void Committer::add_slot_fields(uint32_t i, FieldList& bucket, FieldList& unknow
   };
   for (uint32_t d = 0; d < shm::kDecisionSlots; ++d)
     bucket.add(fields::decision(static_cast<Decision>(d)), delta(nu.decisions[d], old.decisions[d]));
-  // Only chunks written after the committed side's version can differ (chunk_version, see
-  // shm_layout.hpp); another generation or minute is compared against nothing.
-  const uint64_t base = same ? old.version.load() : 0;
-  const std::atomic<uint64_t>* cv = seg_.chunk_versions(nu);
-  shm::TableEntry* const all_new = seg_.table_entries(nu);
-  const auto table = [&](shm::TableEntry* n, shm::TableEntry* o, uint32_t cap, auto&& emit) {
-    const auto at = static_cast<uint64_t>(n - all_new);  // first entry of this table, overall
-    for (uint32_t j = 0; j < cap; ++j) {
-      if (same && (j == 0 || (at + j) % shm::kChunkEntries == 0) &&
-          count(cv[(at + j) / shm::kChunkEntries]) <= base) {
-        // Skip to the end of this unchanged chunk.
-        j = static_cast<uint32_t>(((at + j) / shm::kChunkEntries + 1) * shm::kChunkEntries - at) - 1;
-        continue;
-      }
-      const uint64_t k = count(n[j].key);
-      if (k == 0) continue;
-      const uint64_t oc = same && count(o[j].key) == k ? count(o[j].count) : 0;
-      const auto d = static_cast<int64_t>(count(n[j].count) - oc);
-      if (d != 0) emit(k, d);
-    }
-  };
+  const TableDiff table{seg_.chunk_versions(nu), seg_.table_entries(nu), same,
+                        same ? old.version.load() : 0};
   const auto str = [&](uint64_t id1) { return seg_.string_at(static_cast<uint32_t>(id1 - 1)); };
   table(seg_.reasons(nu), seg_.reasons(old), seg_.caps().reason_cap,
         [&](uint64_t k, int64_t d) { bucket.add(fields::reason(str(k)), d); });

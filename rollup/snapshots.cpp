@@ -41,11 +41,7 @@ void NameCounts::add(std::string_view name, int64_t delta) {
 
 std::vector<std::pair<std::string, uint64_t>> top_n_of_sums(const std::vector<const NameCounts*>& lists,
                                                             size_t n) {
-  using Ranked = std::pair<std::string_view, uint64_t>;
-  const auto better = [](const Ranked& a, const Ranked& b) {
-    return a.second != b.second ? a.second > b.second : a.first < b.first;
-  };
-  std::vector<Ranked> best;  // a heap whose front is the worst of the best n so far
+  TopN top(n);
   std::vector<size_t> pos(lists.size(), 0);
   // Min-heap of list indices by their current name.
   const auto name_at = [&](size_t l) { return lists[l]->name(pos[l]); };
@@ -64,22 +60,9 @@ std::vector<std::pair<std::string, uint64_t>> top_n_of_sums(const std::vector<co
       if (++pos[l] < lists[l]->size()) std::push_heap(heap.begin(), heap.end(), later);
       else heap.pop_back();
     }
-    if (sum == 0 || n == 0) continue;
-    const Ranked r{name, sum};
-    if (best.size() < n) {
-      best.push_back(r);
-      std::push_heap(best.begin(), best.end(), better);
-    } else if (better(r, best.front())) {
-      std::pop_heap(best.begin(), best.end(), better);
-      best.back() = r;
-      std::push_heap(best.begin(), best.end(), better);
-    }
+    top.offer(name, sum);
   }
-  std::sort(best.begin(), best.end(), better);
-  std::vector<std::pair<std::string, uint64_t>> out;
-  out.reserve(best.size());
-  for (const auto& [name, c] : best) out.emplace_back(std::string(name), c);
-  return out;
+  return top.take();
 }
 
 std::vector<WindowCounts> windows_from(const std::map<int64_t, MinuteCounts>& minutes,
