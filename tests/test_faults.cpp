@@ -150,11 +150,12 @@ std::map<std::string, std::string> fresh_status(Connection& c, long long since_s
 }
 
 // Every entry counted exactly once into the buckets, committed and acked: nothing pending.
-void require_exact(RedisServer& redis, Pipeline& p, const Expectation& e) {
+void require_exact(RedisServer& redis, Pipeline& p, const Expectation& e,
+                   Overflow overflow = Overflow::Forbidden) {
   INFO(p.logs_tail());
   REQUIRE(wait_drained(redis, p.options(), 180000));
   Connection c = redis.connect();
-  const auto diffs = compare_buckets(c, e, kPrefix);
+  const auto diffs = compare_buckets(c, e, kPrefix, overflow);
   INFO(join(diffs));
   CHECK(diffs.empty());
   CHECK(xpending(c) == 0);
@@ -190,10 +191,13 @@ TEST_CASE("Redis stopped for 30 s (SIGSTOP) with a backlog in flight: one outage
     Connection c = redis.connect();
     last = last_generated_id(c);
   }
+  // The default tables, so that the first commit lands while most of the backlog is still to be
+  // read (with roomy_tables() ingest counted all 40,000 before it): the minute's ~1,900 distinct
+  // reasons overflow the 896-reason table, which this test expects (Overflow::Expected below).
   PipelineOptions po;
   po.env = {{"P35_BATCH_SIZE", "200"}, {"P35_BLOCK_MS", "1000"},
             {"P35_COMMAND_TIMEOUT_MS", "3000"}, {"P35_RECONNECT_MAX_MS", "2000"}};
-  Pipeline p(redis, roomy_tables(po));
+  Pipeline p(redis, po);
   p.start_all();
   // Stop Redis as soon as the first commit landed: most of the backlog is still to be read.
   {
@@ -231,7 +235,7 @@ TEST_CASE("Redis stopped for 30 s (SIGSTOP) with a backlog in flight: one outage
   const long long resumed_s = now_unix_ms() / 1000;
   add(e, generate(redis, {"--count", "10000", "--seed", "102"}));  // traffic again
   REQUIRE(e.total == 50000);
-  require_exact(redis, p, e);
+  require_exact(redis, p, e, Overflow::Expected);
 
   // One line when the outage starts, one when it ends with its length; nothing per retry.
   for (Stage s : {Stage::Ingest, Stage::Rollup}) {
