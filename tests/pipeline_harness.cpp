@@ -7,6 +7,7 @@
 #include <signal.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdio>
 #include <cstdlib>
@@ -56,6 +57,14 @@ Pipeline::Pipeline(RedisServer& redis, PipelineOptions options)
   if (opt_.log_dir.empty()) opt_.log_dir = redis_.dir();
   remove_segment();
   if (opt_.acl_user) create_acl_user();
+}
+
+PipelineOptions roomy_tables(PipelineOptions o) {
+  o.env["P35_REASONS_PER_MINUTE"] = "32768";
+  o.env["P35_SYMBOL_REASONS_PER_MINUTE"] = "32768";
+  o.env["P35_UNKNOWN_PER_MINUTE"] = "4096";
+  o.env["P35_STRINGS"] = "131072";
+  return o;
 }
 
 std::string glob_escape(const std::string& text) {
@@ -340,7 +349,10 @@ void compare_hash(Connection& conn, const std::string& key,
     if (want.count(f) != 0) continue;
     const Family* fam = family_of(fams, f);
     if (fam != nullptr && f == fam->overflow) continue;
-    if (v != "0") diffs.push_back(key + " unexpected " + f + " = " + v);
+    if (v == "0") continue;
+    const bool overflow = f.find(keys::kOverflow) != std::string::npos;
+    diffs.push_back(key + " unexpected " + f + " = " + v +
+                    (overflow ? " (a table was full: counts went to __overflow__ without cause)" : ""));
   }
   for (const auto& [ov, missing] : deficit) {
     const long long want_ov = (want.count(ov) ? want.at(ov) : 0) + missing;
@@ -350,17 +362,36 @@ void compare_hash(Connection& conn, const std::string& key,
   }
 }
 
+// The status counters of what went to __overflow__ (docs/keys.md, the status hash): absent or 0
+// when nothing did.
+void check_no_overflow_totals(Connection& conn, const std::string& prefix,
+                              std::vector<std::string>& diffs) {
+  const std::string key = keys::status(prefix);
+  const auto status = hgetall(conn, key);
+  for (const char* f : {"overflow_reason_total", "overflow_symbol_reason_total",
+                        "overflow_unknown_total", "overflow_string_total"}) {
+    const auto it = status.find(f);
+    if (it != status.end() && it->second != "0")
+      diffs.push_back(key + " " + f + " = " + it->second +
+                      ": counts went to __overflow__ without cause (a table was full; a test that "
+                      "floods one on purpose passes Overflow::Expected)");
+  }
+}
+
 }  // namespace
 
 std::vector<std::string> compare_buckets(Connection& conn, const Expectation& e,
-                                         const std::string& prefix, bool allow_overflow) {
+                                         const std::string& prefix, Overflow overflow) {
   std::vector<std::string> diffs;
-  std::vector<Family> bucket_families{
-      {"reason:", "reason:__overflow__"},
-      {"symbol_reason:", "symbol_reason:__overflow__:__overflow__"},
-      {"decision:UNKNOWN", "decision:UNKNOWN:__overflow__"}};
-  std::vector<Family> unknown_families{{"", "__overflow__"}};
-  if (!allow_overflow) bucket_families.clear(), unknown_families.clear();
+  std::vector<Family> bucket_families, unknown_families;
+  if (overflow == Overflow::Expected) {
+    bucket_families = {{"reason:", "reason:__overflow__"},
+                       {"symbol_reason:", "symbol_reason:__overflow__:__overflow__"},
+                       {"decision:UNKNOWN", "decision:UNKNOWN:__overflow__"}};
+    unknown_families = {{"", "__overflow__"}};
+  } else {
+    check_no_overflow_totals(conn, prefix, diffs);
+  }
   for (const auto& [minute, fields] : e.buckets)
     compare_hash(conn, prefix + "bucket:" + minute, fields, bucket_families, diffs);
   for (const auto& [minute, members] : e.unknowns)
@@ -372,6 +403,45 @@ std::vector<std::string> compare_buckets(Connection& conn, const Expectation& e,
     if (e.buckets.count(k.substr(prefix.size() + 7)) == 0) diffs.push_back("unexpected bucket " + k);
   }
   return diffs;
+}
+
+std::map<std::string, long long> window_reasons(const Expectation& e, int64_t now_minute,
+                                                int minutes) {
+  std::map<std::string, long long> out;
+  const std::string first = minute_key(now_minute - minutes + 1), last = minute_key(now_minute);
+  for (const auto& [key, fields] : e.buckets) {
+    if (key < first || key > last) continue;  // YYYYMMDDHHMM: byte order is time order
+    for (const auto& [field, count] : fields)
+      if (field.rfind("reason:", 0) == 0) out[field.substr(7)] += count;
+  }
+  return out;
+}
+
+std::vector<std::string> top_violations(const std::vector<std::pair<std::string, long long>>& kept,
+                                        const std::map<std::string, long long>& all, size_t n) {
+  std::vector<std::string> v;
+  const size_t want_size = std::min(n, all.size());
+  if (kept.size() != want_size)
+    v.push_back(fmt::format("holds {} reasons, want {} (the {} largest of {})", kept.size(),
+                            want_size, n, all.size()));
+  std::map<std::string, long long> in;
+  // The cut: the kept reason that ranks last (smallest count; of those, the largest name).
+  std::pair<std::string, long long> cut;
+  for (const auto& [reason, count] : kept) {
+    in[reason] = count;
+    const auto it = all.find(reason);
+    const long long want = it == all.end() ? 0 : it->second;
+    if (count != want) v.push_back(fmt::format("kept '{}' with {}, the window counts {}", reason, count, want));
+    if (in.size() == 1 || count < cut.second || (count == cut.second && reason > cut.first))
+      cut = {reason, count};
+  }
+  for (const auto& [reason, count] : all) {
+    if (in.count(reason) != 0 || kept.empty()) continue;
+    if (count > cut.second || (count == cut.second && reason < cut.first))
+      v.push_back(fmt::format("left out '{}' ({}), which ranks above the smallest kept '{}' ({})",
+                              reason, count, cut.first, cut.second));
+  }
+  return v;
 }
 
 }  // namespace p35::test

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <array>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <string>
@@ -32,6 +33,13 @@ struct PipelineOptions {
   // default user.
   bool acl_user = true;
 };
+
+// `o` with per-minute tables and a string table that hold every distinct value of a
+// p35-loadgen corpus of this suite's volumes. Its realistic mix gives about one entry in twenty a
+// never-repeating reason (an exchange error with its order ID), so a minute of more than ~18,000
+// entries outgrows the default reason table (896): a test of such volume that compares every field
+// needs the room, or its counts would sit in __overflow__, which compare_buckets() refuses.
+PipelineOptions roomy_tables(PipelineOptions o = {});
 
 // The shipped ACL rule (systemd/p35-redis.acl, or $P35_ACL_FILE) as ACL SETUSER arguments for
 // `user`: "reset", its rules with the key patterns of `stream` and `key_prefix`, and ">password".
@@ -95,12 +103,31 @@ Expectation read_expectation(const std::string& path);
 // holds, e.g. after it came back from an older dump.
 Expectation expectation_from_stream(Connection& conn, const std::string& stream,
                                     bool symbol_breakdown = true);
+// Whether counts may sit in the __overflow__ fields. Strict by default: a count that went to
+// __overflow__ means a per-minute table (or the string table) was full, which a test that does
+// not flood a table on purpose must not hide. A test that floods one says Overflow::Expected.
+enum class Overflow { Forbidden, Expected };
+
 // Every bucket and unknown hash compared field by field (missing, extra, different); each
-// difference is one line of the result. With allow_overflow, a reason, symbol-reason or unknown
-// field that did not fit its per-minute table may be missing as long as the family's
-// __overflow__ field holds exactly what is missing (decision counts stay strict).
+// difference is one line of the result. Overflow::Forbidden: every field exact, no __overflow__
+// field in any bucket or unknown hash, and the status hash's overflow_*_total counters absent or
+// 0. Overflow::Expected: a reason, symbol-reason or unknown field that did not fit its per-minute
+// table may be missing as long as the family's __overflow__ field holds exactly what is missing
+// (decision counts stay strict).
 std::vector<std::string> compare_buckets(Connection& conn, const Expectation& e,
-                                         const std::string& key_prefix, bool allow_overflow = true);
+                                         const std::string& key_prefix,
+                                         Overflow overflow = Overflow::Forbidden);
+
+// The reasons of the expectation's minutes in the window of `minutes` minutes that ends with
+// `now_minute` (minutes since the epoch), summed: reason -> count.
+std::map<std::string, long long> window_reasons(const Expectation& e, int64_t now_minute,
+                                                int minutes);
+// Checks that `kept` (a top list, as read) is the top `n` of `all` by the contract's rule
+// (docs/keys.md "Top-50 and ties"): min(n, |all|) members, each with its count in `all`, and no
+// reason left out that counts more than the smallest kept one, or as much with a name that sorts
+// before a kept one of that count. Independent of the product's top_n(). One line per violation.
+std::vector<std::string> top_violations(const std::vector<std::pair<std::string, long long>>& kept,
+                                        const std::map<std::string, long long>& all, size_t n);
 
 std::map<std::string, std::string> hgetall(Connection& conn, const std::string& key);
 

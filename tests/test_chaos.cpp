@@ -31,7 +31,7 @@ TEST_CASE("Random SIGKILLs of every stage while 200,000 messages flow lose and d
   PipelineOptions po;
   po.env["P35_BATCH_SIZE"] = "256";
   po.env["P35_ID_LOG"] = "4096";  // small: backpressure from ackd happens too
-  Pipeline p(redis, po);
+  Pipeline p(redis, roomy_tables(po));
   p.start_all();
 
   const std::string expect = redis.dir() + "/chaos-expect.tsv";

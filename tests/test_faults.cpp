@@ -150,11 +150,12 @@ std::map<std::string, std::string> fresh_status(Connection& c, long long since_s
 }
 
 // Every entry counted exactly once into the buckets, committed and acked: nothing pending.
-void require_exact(RedisServer& redis, Pipeline& p, const Expectation& e) {
+void require_exact(RedisServer& redis, Pipeline& p, const Expectation& e,
+                   Overflow overflow = Overflow::Forbidden) {
   INFO(p.logs_tail());
   REQUIRE(wait_drained(redis, p.options(), 180000));
   Connection c = redis.connect();
-  const auto diffs = compare_buckets(c, e, kPrefix);
+  const auto diffs = compare_buckets(c, e, kPrefix, overflow);
   INFO(join(diffs));
   CHECK(diffs.empty());
   CHECK(xpending(c) == 0);
@@ -190,6 +191,9 @@ TEST_CASE("Redis stopped for 30 s (SIGSTOP) with a backlog in flight: one outage
     Connection c = redis.connect();
     last = last_generated_id(c);
   }
+  // The default tables, so that the first commit lands while most of the backlog is still to be
+  // read (with roomy_tables() ingest counted all 40,000 before it): the minute's ~1,900 distinct
+  // reasons overflow the 896-reason table, which this test expects (Overflow::Expected below).
   PipelineOptions po;
   po.env = {{"P35_BATCH_SIZE", "200"}, {"P35_BLOCK_MS", "1000"},
             {"P35_COMMAND_TIMEOUT_MS", "3000"}, {"P35_RECONNECT_MAX_MS", "2000"}};
@@ -231,7 +235,7 @@ TEST_CASE("Redis stopped for 30 s (SIGSTOP) with a backlog in flight: one outage
   const long long resumed_s = now_unix_ms() / 1000;
   add(e, generate(redis, {"--count", "10000", "--seed", "102"}));  // traffic again
   REQUIRE(e.total == 50000);
-  require_exact(redis, p, e);
+  require_exact(redis, p, e, Overflow::Expected);
 
   // One line when the outage starts, one when it ends with its length; nothing per retry.
   for (Stage s : {Stage::Ingest, Stage::Rollup}) {
@@ -243,9 +247,14 @@ TEST_CASE("Redis stopped for 30 s (SIGSTOP) with a backlog in flight: one outage
     REQUIRE(failed.size() == 1);
     CHECK(failed[0].find("[warning]") != std::string::npos);
     REQUIRE(again.size() == 1);
+    // The logged length is the real outage: at least the 30 s stop minus the 3 s timeout that
+    // detected it, at most the time since we stopped Redis (no fixed ceiling: a loaded machine
+    // may take longer to notice the end).
     const long long ms = outage_ms(again[0]);
-    CHECK(ms >= 25000);  // the 30 s stop minus the 3 s timeout that detected it
-    CHECK(ms <= 60000);
+    const long long since_stop_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                        std::chrono::steady_clock::now() - stopped_at).count();
+    CHECK(ms >= 25000);
+    CHECK(ms <= since_stop_ms);
     WARN(stage_label(s) << ": " << failed[0] << "\n" << again[0]);
   }
   // Ackd had nothing to ack while Redis was stopped, or had one outage: never more.
@@ -269,7 +278,7 @@ TEST_CASE("maxmemory with noeviction: commits answer OOM, ingest is held back, n
   PipelineOptions po;
   // A small ID log: ingest runs out of room after 1,024 uncommitted entries.
   po.env = {{"P35_ID_LOG", "1024"}, {"P35_BATCH_SIZE", "200"}, {"P35_RECONNECT_MAX_MS", "1000"}};
-  Pipeline p(redis, po);
+  Pipeline p(redis, roomy_tables(po));
   p.start_all();
   REQUIRE(wait_until([&] { return hgetall(c, kPrefix + "status").count("updated_ts") == 1; }, 30000, 20));
   // A backlog while ingest is held, then a limit just above what Redis uses: what ingest reads
@@ -330,7 +339,7 @@ TEST_CASE("The stream deleted and re-created while running: counted entries comm
   Connection c = redis.connect();
   PipelineOptions po;
   po.env["P35_CLAIM_IDLE_MS"] = "4000";  // rollup looks for other consumers' entries every second
-  Pipeline p(redis, po);
+  Pipeline p(redis, roomy_tables(po));
   auto [e, last] = uncommitted_backlog(redis, c, p, "301");
   Segment seg = open_segment(p);
 
@@ -385,7 +394,7 @@ TEST_CASE("The group destroyed while running: re-created at 0, re-delivered entr
   Connection c = redis.connect();
   PipelineOptions po;
   po.env["P35_CLAIM_IDLE_MS"] = "4000";  // rollup looks for other consumers' entries every second
-  Pipeline p(redis, po);
+  Pipeline p(redis, roomy_tables(po));
   auto [e, last] = uncommitted_backlog(redis, c, p, "401");
   Segment seg = open_segment(p);
 

@@ -156,7 +156,7 @@ TEST_CASE("Redis restarted from an older dump while the backlog drains: counts e
   // Room in the ID log for the re-read pending IDs while rollup is frozen (with the default, ingest
   // waits for space behind the uncommitted IDs and never gets to hand the re-read ones to ackd).
   po.env["P35_ID_LOG"] = "524288";
-  Pipeline p(redis, po);
+  Pipeline p(redis, roomy_tables(po));
   p.start_all();
   Connection c = redis.connect();
   // Draining: some commits made, far from the end.
@@ -207,7 +207,7 @@ TEST_CASE("Redis restarted from an older dump while the backlog drains: counts e
 TEST_CASE("The marker deleted under traffic is restored from the segment, nothing recounted",
           "[forget][redis][pipeline]") {
   RedisServer redis;
-  Pipeline p(redis);
+  Pipeline p(redis, roomy_tables());
   const std::string expect = redis.dir() + "/expect.tsv";
   SpawnOptions so;
   so.log_path = redis.dir() + "/loadgen.log";
@@ -227,7 +227,7 @@ TEST_CASE("The marker deleted under traffic is restored from the segment, nothin
   CHECK((logged(p.log_path(Stage::Rollup), restored_line) ||
          logged(p.log_path(Stage::Ingest), restored_line)));
   CHECK_FALSE(hgetall(c, kPrefix + "status:p35test")["marker_restored"].empty());
-  const auto diffs = compare_buckets(c, read_expectation(expect), kPrefix, false);
+  const auto diffs = compare_buckets(c, read_expectation(expect), kPrefix);
   INFO(join(diffs));
   CHECK(diffs.empty());
   require_exact_against_stream(redis, p);
@@ -240,7 +240,7 @@ TEST_CASE("The marker deleted under traffic is restored from the segment, nothin
 TEST_CASE("The marker deleted with no segment: wait for the operator, no recount, no legacy ack",
           "[forget][redis][pipeline][takeover]") {
   RedisServer redis;
-  Pipeline p(redis);
+  Pipeline p(redis, roomy_tables());
   loadgen(redis, {"--count", "20000", "--explicit-ids", "--seed", "161"});
   Connection c = redis.connect();
   // Everything counted and committed, nothing acked (ackd frozen), then everything killed.
@@ -260,7 +260,7 @@ TEST_CASE("The marker deleted with no segment: wait for the operator, no recount
   PipelineOptions bo;
   bo.consumer = "host-b";
   bo.env["P35_CLAIM_IDLE_MS"] = "1000";
-  Pipeline b(redis, bo);
+  Pipeline b(redis, roomy_tables(bo));
   b.start_all();
   p.start_all();
   INFO(p.logs_tail() << b.logs_tail());
@@ -295,7 +295,7 @@ TEST_CASE("maxmemory-policy allkeys-lru: a warning in the log and redis_eviction
   RedisServerOptions ro;
   ro.extra_args = {"--maxmemory-policy", "allkeys-lru"};
   RedisServer redis(ro);
-  Pipeline p(redis);
+  Pipeline p(redis, roomy_tables());
   loadgen(redis, {"--count", "2000", "--explicit-ids", "--seed", "171"});
   p.start_all();
   INFO(p.logs_tail());
@@ -318,7 +318,7 @@ TEST_CASE("maxmemory-policy allkeys-lru: a warning in the log and redis_eviction
 TEST_CASE("A non-integer bucket field refuses the whole commit until the operator removes it",
           "[forget][redis][pipeline]") {
   RedisServer redis;
-  Pipeline p(redis);
+  Pipeline p(redis, roomy_tables());
   loadgen(redis, {"--count", "3000", "--explicit-ids", "--seed", "181"});
   Connection c = redis.connect();
   const Expectation e = expectation_from_stream(c, kStream);

@@ -81,7 +81,7 @@ void check_exact(RedisServer& redis, Connection& c, const Pipeline& holder, cons
                  const char* what) {
   const bool drained = wait_drained(redis, holder.options(), 60000);
   std::vector<std::string> diffs;
-  wait_until([&] { diffs = compare_buckets(c, e, kPrefix, false); return diffs.empty(); }, 20000, 100);
+  wait_until([&] { diffs = compare_buckets(c, e, kPrefix); return diffs.empty(); }, 20000, 100);
   std::printf("%s: messages=%lld pending=%lld mismatches=%zu\n", what, e.total,
               pending_of(c, kName), diffs.size());
   INFO(join(diffs) << holder.logs_tail());

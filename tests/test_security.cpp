@@ -117,7 +117,7 @@ std::vector<std::string> clients_of(RedisServer& redis, const std::string& user)
 TEST_CASE("the stages run as the ACL user of systemd/p35-redis.acl, which holds no more than that",
           "[security][redis][pipeline]") {
   RedisServer redis;
-  Pipeline p(redis);
+  Pipeline p(redis, roomy_tables());
   REQUIRE_FALSE(p.acl_user().empty());
   const auto e = generate(redis, "3000", "41");
   p.start_all();
@@ -166,7 +166,7 @@ TEST_CASE("a permission taken away: the stage logs it once with the fix, retries
   RedisServer redis;
   PipelineOptions po;
   po.env["P35_RECONNECT_MAX_MS"] = "200";  // retry often: the log must still say it once
-  Pipeline p(redis, po);
+  Pipeline p(redis, roomy_tables(po));
   Connection admin = redis.connect();
   admin.command({"ACL", "SETUSER", p.acl_user(), c.revoke});
   const auto e = generate(redis, "2000", "43");
@@ -206,7 +206,7 @@ TEST_CASE("a permission taken away: the stage logs it once with the fix, retries
 TEST_CASE("a key pattern taken away is refused naming the key access, and fixed live",
           "[security][redis][pipeline]") {
   RedisServer redis;
-  Pipeline p(redis);
+  Pipeline p(redis, roomy_tables());
   Connection admin = redis.connect();
   // Only the stream: no quantum:p35:* key (ingest's marker SET NX is the first refusal).
   admin.command({"ACL", "SETUSER", p.acl_user(), "resetkeys", "~quantum:stream:apply.result"});
@@ -229,7 +229,7 @@ TEST_CASE("the password from REDIS_PASSWORD_FILE shows in no log, --help, ps, st
   RedisServer redis;
   PipelineOptions po;
   po.env["LOG_LEVEL"] = "DEBUG";  // the most the stages ever say
-  Pipeline p(redis, po);
+  Pipeline p(redis, roomy_tables(po));
   const std::string& pw = p.password();
   REQUIRE(pw.size() >= 16);
   struct stat st {};

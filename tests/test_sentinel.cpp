@@ -351,7 +351,7 @@ TEST_CASE("Sentinel: failover under load, a lagging replica promoted, the old pr
   opt.env["P35_WAIT_TIMEOUT_MS"] = "500";
   opt.env["P35_RECONNECT_MAX_MS"] = "500";
   opt.env["P35_CONNECT_TIMEOUT_MS"] = "500";
-  Pipeline p(*t.a, opt);
+  Pipeline p(*t.a, roomy_tables(opt));
   // ACL users are not replicated: the same user on the replica.
   {
     CommandArgs setuser;

@@ -130,7 +130,7 @@ TEST_CASE("Taking over from the first version: its pending entries are acked wit
   INFO(p.logs_tail());
   REQUIRE(wait_until([&] { return pending_of(c, old) == 0; }, 60000, 100));
   REQUIRE(wait_drained(redis, p.options(), 60000));
-  const auto diffs = compare_buckets(c, e, kPrefix, false);
+  const auto diffs = compare_buckets(c, e, kPrefix);
   INFO(join(diffs));
   CHECK(diffs.empty());
   CHECK(hgetall(c, kPrefix + "status")["legacy_acked_total"] == "2000");
@@ -189,7 +189,7 @@ TEST_CASE("Three pipelines share the stream; one killed for good is taken over e
   const Expectation e = read_expectation(expect);
   // The counts land a moment after the acks of the last commit; compare once they settle.
   std::vector<std::string> diffs;
-  wait_until([&] { diffs = compare_buckets(c, e, kPrefix, false); return diffs.empty(); }, 30000, 100);
+  wait_until([&] { diffs = compare_buckets(c, e, kPrefix); return diffs.empty(); }, 30000, 100);
   const auto status = hgetall(c, kPrefix + "status");
   const auto figure = [&](const char* f) { return status.count(f) ? std::stoll(status.at(f)) : 0LL; };
   std::printf("takeover: messages=%lld claimed=%lld claim-acked=%lld lease %s -> %s in %lld ms "
@@ -239,7 +239,7 @@ TEST_CASE("Random SIGKILLs across two pipelines in one group keep every count ex
   const Expectation e = read_expectation(expect);
   std::vector<std::string> diffs;
   const bool settled = wait_until([&] {
-    diffs = compare_buckets(c, e, kPrefix, false);
+    diffs = compare_buckets(c, e, kPrefix);
     return diffs.empty() && pending_of(c, "host-x") == 0 && pending_of(c, "host-y") == 0;
   }, 120000, 200);
   std::printf("chaos across hosts: messages=%lld kills=%d reboots=%d mismatches=%zu\n", e.total,
@@ -286,7 +286,7 @@ TEST_CASE("A hung host whose entries were taken over drops its counts and re-rea
   const Expectation e = read_expectation(expect);
   std::vector<std::string> diffs;
   const bool settled = wait_until([&] {
-    diffs = compare_buckets(c, e, kPrefix, false);
+    diffs = compare_buckets(c, e, kPrefix);
     return diffs.empty() && pending_of(c, "host-a") == 0 && pending_of(c, "host-b") == 0;
   }, 120000, 200);
   std::printf("hung host: messages=%lld conflict-seen=%d claimed=%s mismatches=%zu\n", e.total,
