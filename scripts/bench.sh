@@ -22,6 +22,8 @@ if [ ! -f "$build/build.ninja" ]; then
 else
   meson setup --reconfigure "$build" "$here" >/dev/null
 fi
+# A build directory made by scripts/test.sh leaves the benchmark out (-Dbench=false): put it back.
+meson configure "$build" -Dbench=true >/dev/null
 # Optimised code is what gets measured (debugoptimized: -O2 -g, the project's default).
 ninja -C "$build" >&2
 
