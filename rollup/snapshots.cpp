@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cstdlib>
+#include <set>
 
 #include "rules.hpp"
 
@@ -428,9 +429,37 @@ void StatusWriter::write(Connection& conn, bool global, const Reply* groups_repl
     if (r.is_error() && error.empty()) error = std::string(r.str());
   }
   if (!error.empty()) throw error_from_reply("write the status hash", error, conn.options().username);
+  if (global && !foreign_checked_) remove_foreign_fields(conn, a);
   last_counted_ = counted;
   last_acked_ = acked;
   last_ms_ = now_mono;
+}
+
+// The group-wide status hash has no TTL: fields that only the first version wrote would stay in
+// it forever. Once per process, the lease holder removes every field that no P3.5 writer writes:
+// not this writer's (`ours`), not a total the commit or the claimer adds to.
+void StatusWriter::remove_foreign_fields(Connection& conn, const CommandArgs& ours) {
+  foreign_checked_ = true;
+  std::set<std::string, std::less<>> known;
+  for (size_t i = 2; i < ours.size(); i += 2) known.emplace(ours.at(i));
+  for (const std::string_view t : fields::kTotalNames) known.insert(std::string(t) + "_total");
+  for (const char* f : {"claimed_total", "legacy_acked_total", "claim_acked_total",
+                        "claim_counted_acked_total"})
+    known.emplace(f);
+  const std::string key = keys::status(cfg_.key_prefix);
+  const Reply all = conn.command({"HGETALL", key});
+  CommandArgs del{"HDEL", key};
+  std::string names;
+  for (size_t i = 0; i + 1 < all.size(); i += 2) {
+    const std::string_view f = reply_str(all.element(i));
+    if (known.find(f) != known.end()) continue;
+    del.add(f);
+    names += (names.empty() ? "" : ", ") + std::string(f);
+  }
+  if (del.size() == 2) return;
+  conn.command(del);
+  spdlog::info("Removed {} field(s) of {} that no P3.5 stage writes (left by the first version): {}",
+               del.size() - 2, key, names);
 }
 
 // The group's figures: pending entries (all consumers) and lag (entries not yet delivered).

@@ -147,6 +147,7 @@ class StatusWriter {
 
  private:
   void add_group_fields(CommandArgs& a, Connection& conn, const Reply& groups) const;
+  void remove_foreign_fields(Connection& conn, const CommandArgs& ours);
   // Returns the counted and acked figures it wrote: the next write's rates start from them.
   std::pair<uint64_t, uint64_t> add_service_fields(CommandArgs& a, int64_t now_ms,
                                                    int64_t now_mono) const;
@@ -158,6 +159,7 @@ class StatusWriter {
   uint64_t last_counted_ = 0;
   uint64_t last_acked_ = 0;
   int64_t last_ms_ = 0;
+  bool foreign_checked_ = false;  // remove_foreign_fields() ran in this process
 };
 
 }  // namespace p35

@@ -203,6 +203,32 @@ TEST_CASE("Top-50 keeps the smaller name when the 50th place is tied", "[pipelin
   CHECK(c.command({"ZSCORE", kPrefix + "reason:top:5m", "r100"}).str() == "100");
 }
 
+TEST_CASE("Status fields that only the first version wrote are removed once, ours and the totals kept",
+          "[pipeline][redis]") {
+  RedisServer redis;
+  Connection c = redis.connect();
+  // The first version's hash: a field it alone wrote, and ones we write (values to be replaced),
+  // and a total we add to (kept as it is: the count goes on from it).
+  c.command({"HSET", kPrefix + "status", "python_pid", "4242", "last_error", "boom", "last_id",
+             "1-0", "consumer_name", "old-host", "processed_total", "1000"});
+  for (int i = 0; i < 20; ++i)
+    c.command({"XADD", kStream, "*", "decision", "EXECUTE", "reason", "none"});
+  Pipeline p(redis);
+  p.start_all();
+  INFO(p.logs_tail());
+  REQUIRE(wait_drained(redis, p.options(), 30000));
+  const bool cleaned = wait_until([&] {
+    const auto s = hgetall(c, kPrefix + "status");
+    return s.count("version") == 1 && s.count("python_pid") == 0 && s.count("last_error") == 0;
+  }, 10000, 50);
+  const auto s = hgetall(c, kPrefix + "status");
+  CHECK(cleaned);
+  CHECK(s.at("consumer_name") == "p35test");
+  CHECK(s.at("processed_total") == "1020");
+  CHECK(file_tail(p.log_path(Stage::Rollup), 200).find("Removed 2 field(s) of " + kPrefix +
+                                                       "status") != std::string::npos);
+}
+
 TEST_CASE("Pending entries whose message was trimmed are acked and counted as trimmed_total",
           "[pipeline][redis]") {
   RedisServer redis;
